@@ -288,6 +288,7 @@ typedef struct ini_ctx {
     int line;     /* counted by the reader below */
     char *seen;   /* keys set by this file, to refuse duplicates */
     fedc_status status;
+    int error_line; /* line of the first error the handler found */
 } ini_ctx;
 
 static int on_ini_value(void *user, const char *section, const char *name, const char *value)
@@ -298,16 +299,19 @@ static int on_ini_value(void *user, const char *section, const char *name, const
     snprintf(origin, sizeof origin, "%s:%d", c->path, c->line);
     if (!section[0]) {
         c->status = set_error(c->cfg, "%s: key '%s' appears before any [section]", origin, name);
+        c->error_line = c->line;
         return 1;
     }
     ptrdiff_t i = key_index(section, name);
     if (i >= 0 && c->seen[i]) {
         c->status = set_error(c->cfg, "%s: [%s] %s is set twice in this file", origin, section,
                               name);
+        c->error_line = c->line;
         return 1;
     }
     c->status = fedc_config_set_value(c->cfg, section, name, value, origin);
     if (i >= 0 && c->status == FEDC_OK) c->seen[i] = 1;
+    if (c->status != FEDC_OK) c->error_line = c->line;
     return 1;
 }
 
@@ -341,23 +345,24 @@ fedc_status fedc_config_load_file(fedc_config *cfg, const char *path)
         snprintf(cfg->errmsg, sizeof cfg->errmsg, "%s: out of memory", path);
         return FEDC_ERR_NOMEM;
     }
-    ini_ctx ctx = {tmp, path, 0, seen, FEDC_OK};
+    ini_ctx ctx = {tmp, path, 0, seen, FEDC_OK, 0};
     line_reader reader = {f, &ctx};
     int rc = ini_parse_stream(read_line, &reader, on_ini_value, &ctx);
     int read_error = ferror(f);
     fclose(f);
     fedc_free(seen);
     fedc_status st = ctx.status;
-    if (st != FEDC_OK) {
-        memcpy(cfg->errmsg, tmp->errmsg, sizeof cfg->errmsg);
-    } else if (read_error) {
-        snprintf(cfg->errmsg, sizeof cfg->errmsg, "%s: read error", path);
-        st = FEDC_ERR_IO;
-    } else if (rc > 0) {
+    if (rc > 0 && (st == FEDC_OK || rc < ctx.error_line)) {
+        /* inih's syntax error comes first in the file: report it */
         snprintf(cfg->errmsg, sizeof cfg->errmsg,
                  "%s:%d: syntax error (expected [section], key = value, or a ; comment)", path,
                  rc);
         st = FEDC_ERR_CONFIG;
+    } else if (st != FEDC_OK) {
+        memcpy(cfg->errmsg, tmp->errmsg, sizeof cfg->errmsg);
+    } else if (read_error) {
+        snprintf(cfg->errmsg, sizeof cfg->errmsg, "%s: read error", path);
+        st = FEDC_ERR_IO;
     } else if (rc < 0) {
         snprintf(cfg->errmsg, sizeof cfg->errmsg, "%s: cannot parse (error %d)", path, rc);
         st = FEDC_ERR_CONFIG;
