@@ -5,8 +5,9 @@
  * Conventions of every subcommand:
  * - int cmd_NAME(int argc, char **argv): argv[0] is the subcommand's name; returns the exit
  *   code: 0 success, 1 failure at run time (message on stderr), 2 usage error.
- * - Options parsed with getopt_long ("+" to stop at the first operand); an unknown option or a
- *   missing operand prints "fedc NAME: ..." plus a hint to `fedc help NAME` and returns 2.
+ * - Options parsed with getopt_long, GNU style: options may come before or after operands
+ *   (`fedc sim CONFIG --json`); set optind = 1 first. An unknown option or a missing operand
+ *   prints "fedc NAME: ..." plus a hint to `fedc help NAME` and returns 2.
  * - --json: machine-readable lines on stdout (one JSON object per line, via cli_json_print),
  *   human text on stderr. Without --json, human text on stdout.
  */
@@ -87,5 +88,11 @@ const char *cli_format_bytes(double bytes, char *buf, size_t size);
 /* Subcommands: each in its own cli/cmd_NAME.c. */
 int cmd_help(int argc, char **argv);
 int cmd_version(int argc, char **argv);
+int cmd_model(int argc, char **argv);
+int cmd_bench(int argc, char **argv);
+int cmd_sim(int argc, char **argv);
+int cmd_data(int argc, char **argv);
+int cmd_dp_budget(int argc, char **argv);
+int cmd_inspect(int argc, char **argv);
 
 #endif

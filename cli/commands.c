@@ -9,8 +9,94 @@ const cli_command cli_commands[] = {
      "\n"
      "Without an argument, lists the subcommands. With a subcommand's name, prints its usage.\n"
      "`fedc help config` prints every configuration key: section, type, default, bounds, help.\n"},
+    {"sim", cmd_sim, "run a whole federation in one process (virtual clients)",
+     "usage: fedc sim CONFIG [--set section.key=value ...] [--out DIR] [--threads N]\n"
+     "                [--json] [--quiet]\n"
+     "\n"
+     "Runs the federation CONFIG describes (an INI file; `fedc help config` lists the keys)\n"
+     "with every client simulated in this process, one worker thread per core. The result is\n"
+     "bit-identical for the same config and seed, whatever the thread count.\n"
+     "  -s, --set K=V    override a config key (repeatable), e.g. --set run.rounds=5\n"
+     "  -o, --out DIR    write DIR/metrics.jsonl, metrics.csv, model.safetensors, report.html\n"
+     "  -t, --threads N  worker threads (default: run.threads, or one per core)\n"
+     "  --json           one JSON object per round on stdout, then a final line with\n"
+     "                   \"final\": true and model_sha256; human text goes to stderr\n"
+     "  -q, --quiet      no progress display or summary\n"},
     {"version", cmd_version, "print the version and build features",
      "usage: fedc version [--json]\n"},
+    {"model", cmd_model, "show a model's layers, output shapes and parameter count",
+     "usage: fedc model PRESET|SPEC [--input SHAPE] [--outputs N] [--json]\n"
+     "\n"
+     "Builds the model and prints its layers, output shapes and parameters.\n"
+     "  PRESET          logreg, mlp, cnn, femnist-cnn, shakespeare-lstm\n"
+     "  SPEC            a layer spec, e.g. 'conv(32,5,same) relu maxpool(2) dense(10)'\n"
+     "                  (layers: dense conv maxpool avgpool relu tanh sigmoid dropout flatten\n"
+     "                  embed lstm groupnorm loss; see docs/NN.md)\n"
+     "  --input SHAPE   per-sample input shape, e.g. 1,28,28 (the default; 80 for token models)\n"
+     "  --outputs N     classes (presets: default 10, 80 for shakespeare-lstm; a spec's output\n"
+     "                  size is checked against N when given)\n"
+     "  --json          one JSON object: spec, input, outputs, params, flops_per_sample,\n"
+     "                  layers, tensors (the parameter layout)\n"},
+    {"bench", cmd_bench, "benchmarks: training speed against the machine's sgemm peak",
+     "usage: fedc bench CASE [options]\n"
+     "\n"
+     "cases:\n"
+     "  train [--json] [--models LIST] [--batches LIST] [--seconds S] [--no-retune]\n"
+     "      Training steps per second of the nn engine (forward, backward, SGD step, one\n"
+     "      thread) for each model and batch size (default: mlp,cnn at 10,50), the GFLOP/s\n"
+     "      achieved (2 x forward multiply-adds x 3) and their ratio to the single-core sgemm\n"
+     "      peak measured in the same run, plus the memory each case touches.\n"
+     "      --seconds S   measuring time per case (default 6)\n"
+     "      --json        one JSON line per case: model, batch, samples_per_s, gflops,\n"
+     "                    peak_gflops, ratio, ...\n"
+     "  When OpenBLAS fell back to generic kernels on a CPU it does not know (it reports\n"
+     "  e.g. Prescott on an AVX-512 machine), bench re-runs itself with OPENBLAS_CORETYPE\n"
+     "  set to the right family; --no-retune measures the kernels as loaded.\n"},
+    {"dp-budget", cmd_dp_budget, "epsilon spent by DP training, or the noise for a target epsilon",
+     "usage: fedc dp-budget --sample-rate Q --noise-multiplier Z --steps T --delta D\n"
+     "                      [--orders tf|opacus|LIST] [--json]\n"
+     "       fedc dp-budget --sample-rate Q --steps T --delta D --target-epsilon E [...]\n"
+     "\n"
+     "RDP accountant of the sampled Gaussian mechanism (as TF Privacy and Opacus compute it).\n"
+     "Prints epsilon and the best RDP order; with --target-epsilon, the smallest noise\n"
+     "multiplier (to 1e-6 relative) whose epsilon is <= E.\n"
+     "  -q, --sample-rate Q        sampling rate per step, in (0, 1] (clients per round / clients)\n"
+     "  -z, --noise-multiplier Z   noise stddev / clip, > 0\n"
+     "  -t, --steps T              steps (rounds, or local DP-SGD steps), >= 1\n"
+     "  -d, --delta D              delta, in (0, 1)\n"
+     "  --orders tf|opacus|LIST    RDP orders: TF Privacy's list (default), Opacus's, or e.g.\n"
+     "                             1.5,2..32,64\n"
+     "  --target-epsilon E         print the noise multiplier for epsilon E instead\n"
+     "  --json                     one JSON object: epsilon, order, noise_multiplier, ...\n"},
+    {"inspect", cmd_inspect, "list a safetensors file's tensors, metadata, model_sha256",
+     "usage: fedc inspect FILE [--json]\n"
+     "\n"
+     "Reads and validates FILE (safetensors, F32) and prints its tensors (name, dtype, shape),\n"
+     "its metadata and model_sha256 (SHA-256 of all parameters, float32 LE, in layout order).\n"
+     "Exits 1 if the metadata's model_sha256 does not match the parameters.\n"
+     "  --json   one JSON object with \"tensors\", \"metadata\" and \"model_sha256\"\n"},
+    {"data", cmd_data, "inspect a dataset, or how a partition splits it among clients",
+     "usage: fedc data inspect SPEC [--json]\n"
+     "       fedc data partition SPEC [--clients N] [--scheme S] [--alpha A] [--seed S]\n"
+     "                           [--svg FILE] [--json] [options]\n"
+     "       fedc data specs\n"
+     "\n"
+     "inspect: counts, shape, feature range and label distribution of the training and test sets\n"
+     "(--json: one object with \"train\" and \"test\", each with n, shape, label_counts, ...).\n"
+     "partition: per-client sizes and label histograms, summary statistics, an SVG heat map.\n"
+     "  -n, --clients N            clients (default 100; natural: one per user)\n"
+     "  -s, --scheme S             iid (default), dirichlet, shards, natural, quantity\n"
+     "  -S, --seed S               run seed (default 0)\n"
+     "  --alpha A                  dirichlet concentration (default 0.5)\n"
+     "  --min-size M               dirichlet, quantity: training samples per client (default 10)\n"
+     "  --max-attempts K           dirichlet: draws before giving up on --min-size (default 100)\n"
+     "  --shards-per-client S      shards (default 2: the FedAvg paper's split)\n"
+     "  --sigma S                  quantity: log-normal sigma of sizes (default 1)\n"
+     "  --test-fraction F          each client's held-out share (default 0.1)\n"
+     "  --svg FILE                 write a heat map (clients x classes) to FILE\n"
+     "  --json                     one JSON object: stats and per-client counts\n"
+     "SPEC: fmnist, mnist, idx:DIR, csv:PATH[,TEST]?label=COL, leaf:TRAIN[,TEST],\n"
+     "synthetic:ALPHA,BETA[,seed=S], synthetic-iid; `fedc data specs` shows all options.\n"},
     {NULL, NULL, NULL, NULL},
 };
 

@@ -11,5 +11,16 @@
 #include "fedc/rng.h"
 #include "fedc/vec.h"
 #include "fedc/config.h"
+#include "fedc/nn.h"
+#include "fedc/optim.h"
+#include "fedc/data.h"
+#include "fedc/accum.h"
+#include "fedc/strategy.h"
+#include "fedc/trainer.h"
+#include "fedc/trainer_nn.h"
+#include "fedc/engine.h"
+#include "fedc/sim.h"
+#include "fedc/privacy.h"
+#include "fedc/safetensors.h"
 
 #endif

@@ -63,6 +63,39 @@ static const fedc_config_key keys[] = {
     DBL_KEY("train", "prox_mu", "0", 0, 1e6, 0, "FedProx proximal term mu (0 = off)"),
 
     /* --- strategy: begin (owned by the strategy module) --- */
+    STR_KEY("strategy", "name", "fedavg",
+            "aggregation strategy: fedavg, fedavgm, fedprox, fedadagrad, fedadam, fedyogi, "
+            "fedmedian, fedtrimmedavg, krum, multikrum, bulyan, qfedavg, scaffold "
+            "(docs/STRATEGIES.md)"),
+    INT_KEY("strategy", "max_weight", "0", 0, 1073741823.0,
+            "cap on a client's aggregation weight (its num_examples); 0 = no cap"),
+    INT_KEY("strategy", "max_updates", "0", 0, 1000000,
+            "robust strategies: most updates held in memory per round (0 = clients.per_round)"),
+    DBL_KEY("strategy", "server_lr", "1.0", 0, 1e6, FEDC_CFG_MIN_EXCL,
+            "fedavgm: server learning rate"),
+    DBL_KEY("strategy", "server_momentum", "0", 0, 1, FEDC_CFG_MAX_EXCL,
+            "fedavgm: server momentum (0 = none)"),
+    DBL_KEY("strategy", "eta", "0", 0, 1e6, 0,
+            "fedadagrad/fedadam/fedyogi: server learning rate (0 = 0.1; fedyogi 0.01)"),
+    DBL_KEY("strategy", "eta_l", "0", 0, 1e6, 0,
+            "fedadagrad/fedadam/fedyogi: client learning rate sent to clients (0 = train.lr)"),
+    DBL_KEY("strategy", "beta1", "0.9", 0, 1, FEDC_CFG_MAX_EXCL,
+            "fedadam/fedyogi: first-moment decay"),
+    DBL_KEY("strategy", "beta2", "0.99", 0, 1, FEDC_CFG_MAX_EXCL,
+            "fedadam/fedyogi: second-moment decay"),
+    DBL_KEY("strategy", "tau", "0", 0, 1e6, 0,
+            "fedadagrad/fedadam/fedyogi: adaptivity tau (0 = 1e-9; fedyogi 1e-3)"),
+    DBL_KEY("strategy", "trim_beta", "0.2", 0, 0.5, FEDC_CFG_MAX_EXCL,
+            "fedtrimmedavg: fraction of values cut at each end, per coordinate"),
+    INT_KEY("strategy", "num_malicious", "0", 0, 1000000,
+            "krum/multikrum/bulyan: number f of malicious clients to tolerate"),
+    INT_KEY("strategy", "multikrum_m", "0", 0, 1000000,
+            "multikrum: updates kept and averaged (0 = n - f)"),
+    DBL_KEY("strategy", "q", "0.2", 0, 1e6, 0, "qfedavg: fairness exponent q (0 = plain average)"),
+    DBL_KEY("strategy", "qffl_lr", "0.1", 0, 1e6, FEDC_CFG_MIN_EXCL,
+            "qfedavg: learning rate defining the Lipschitz estimate L = 1/qffl_lr"),
+    DBL_KEY("strategy", "eta_g", "1.0", 0, 1e6, FEDC_CFG_MIN_EXCL,
+            "scaffold: server learning rate"),
     /* --- strategy: end --- */
 
     /* --- eval --- */
@@ -71,7 +104,41 @@ static const fedc_config_key keys[] = {
     DBL_KEY("eval", "fraction", "0", 0, 1, 0,
             "fraction of clients sampled for federated evaluation (0 = off)"),
 
+    /* --- attack (robustness tests: simulated malicious clients) --- */
+    DBL_KEY("attack", "fraction", "0", 0, 1, 0,
+            "fraction of clients that are malicious (ids below fraction * clients.count)"),
+    STR_KEY("attack", "kind", "none",
+            "what malicious clients send: none, scale:F, signflip[:F], gaussian:SIGMA"),
+
     /* --- dp: begin (owned by the privacy module) --- */
+    CHOICE_KEY("dp", "mode", "off", "off|central|local",
+               "user-level DP: off, central (DP-FedAvg: clipped updates, noised sum on the "
+               "server) or local (each client clips and noises its own update)"),
+    DBL_KEY("dp", "noise_multiplier", "1.0", 0, 1e6, FEDC_CFG_MIN_EXCL,
+            "noise multiplier z: noise stddev = z * clip"),
+    DBL_KEY("dp", "clip", "1.0", 0, 1e12, FEDC_CFG_MIN_EXCL,
+            "L2 clip norm C of each update (the initial clip with dp.adaptive_clip)"),
+    CHOICE_KEY("dp", "clip_on", "client", "client|server",
+               "where updates are clipped (server: when clients are trusted less)"),
+    DBL_KEY("dp", "delta", "1e-5", 0, 1, FEDC_CFG_MIN_EXCL | FEDC_CFG_MAX_EXCL,
+            "delta of the (epsilon, delta) guarantee; must be < 1 / clients.count"),
+    DBL_KEY("dp", "epsilon_budget", "0", 0, 1e6, 0,
+            "stop, or refuse to start, when epsilon would exceed this (0 = no budget)"),
+    STR_KEY("dp", "orders", "tf",
+            "RDP orders of the accountant: tf, opacus, or a list such as 1.5,2..32,64"),
+    BOOL_KEY("dp", "adaptive_clip", "false",
+             "adapt the clip to a quantile of update norms (Andrew et al. 2021)"),
+    DBL_KEY("dp", "target_quantile", "0.5", 0, 1, 0,
+            "adaptive clipping: target fraction of unclipped updates"),
+    DBL_KEY("dp", "clip_lr", "0.2", 0, 1e6, 0, "adaptive clipping: geometric learning rate"),
+    DBL_KEY("dp", "clipped_count_stddev", "0", 0, 1e12, 0,
+            "adaptive clipping: noise stddev of the unclipped count (0 = clients.per_round / 20)"),
+    BOOL_KEY("dp", "sgd", "false", "example-level DP-SGD in local training (Abadi et al. 2016)"),
+    DBL_KEY("dp", "sgd_noise_multiplier", "1.0", 0, 1e6, FEDC_CFG_MIN_EXCL,
+            "DP-SGD noise multiplier"),
+    DBL_KEY("dp", "sgd_clip", "1.0", 0, 1e12, FEDC_CFG_MIN_EXCL, "DP-SGD per-example clip norm"),
+    BOOL_KEY("dp", "seeded_noise", "false",
+             "TESTS ONLY: DP noise from the run seed (reproducible, NOT private)"),
     /* --- dp: end --- */
 };
 

@@ -62,8 +62,14 @@ void fedc_err_prefix(fedc_err *err, const char *fmt, ...)
     va_end(ap);
     char old[FEDC_ERRMSG_MAX];
     memcpy(old, err->msg, sizeof old);
-    snprintf(err->msg, sizeof err->msg, "%s%s", prefix,
-             old[0] ? old : fedc_strerror(err->code));
+    const char *rest = old[0] ? old : fedc_strerror(err->code);
+    /* prefix then as much of the old message as fits (both cut at the buffer's end) */
+    size_t plen = strlen(prefix), rlen = strlen(rest), cap = sizeof err->msg - 1;
+    if (plen > cap) plen = cap;
+    if (rlen > cap - plen) rlen = cap - plen;
+    memcpy(err->msg, prefix, plen);
+    memcpy(err->msg + plen, rest, rlen);
+    err->msg[plen + rlen] = '\0';
 }
 
 const char *fedc_err_message(const fedc_err *err)

@@ -1,0 +1,362 @@
+/*
+ * fedc sim: a whole federation in one process. Loads the config and the data, splits the data
+ * among virtual clients, runs the rounds on the simulation transport, and writes the run's
+ * outputs (metrics.jsonl, metrics.csv, model.safetensors, report.html).
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <libgen.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "cli.h"
+#include "fedc/data.h"
+#include "fedc/nn.h"
+#include "fedc/safetensors.h"
+#include "fedc/sim.h"
+#include "fedc/trainer_nn.h"
+#include "report.h"
+
+typedef struct sim_ctx {
+    int json;
+    int quiet;
+    FILE *human;
+    const char *out_dir;
+    FILE *jsonl, *csv;
+    cli_progress progress;
+    fedc_round_record *recs;
+    size_t nrecs, cap;
+    uint32_t rounds;
+    int write_error;
+} sim_ctx;
+
+static int mkdir_p(const char *path)
+{
+    char buf[4096];
+    snprintf(buf, sizeof buf, "%s", path);
+    for (char *p = buf + 1; *p; p++) {
+        if (*p != '/') continue;
+        *p = '\0';
+        if (mkdir(buf, 0755) != 0 && errno != EEXIST) return -1;
+        *p = '/';
+    }
+    return (mkdir(buf, 0755) != 0 && errno != EEXIST) ? -1 : 0;
+}
+
+static FILE *open_out(const char *dir, const char *name, char *path, size_t size)
+{
+    snprintf(path, size, "%s/%s", dir, name);
+    return fopen(path, "w");
+}
+
+static int on_round(void *user, const fedc_round_record *rec)
+{
+    sim_ctx *c = user;
+    if (c->nrecs == c->cap) {
+        size_t cap = c->cap ? 2 * c->cap : 64;
+        fedc_round_record *r = realloc(c->recs, cap * sizeof *r);
+        if (!r) return 1;
+        c->recs = r;
+        c->cap = cap;
+    }
+    c->recs[c->nrecs++] = *rec;
+    char *js = report_record_json(rec, 0);
+    if (c->json && js) {
+        fputs(js, stdout);
+        fputc('\n', stdout);
+        fflush(stdout);
+    }
+    if (c->jsonl && js) {
+        fputs(js, c->jsonl);
+        fputc('\n', c->jsonl);
+        fflush(c->jsonl);
+    }
+    free(js);
+    if (c->csv) {
+        report_csv_row(c->csv, rec);
+        fflush(c->csv);
+    }
+    if (!c->quiet) {
+        char status[160];
+        if (rec->evaluated)
+            snprintf(status, sizeof status, "test acc %.2f%%  loss %.4f  (%u clients)",
+                     100 * rec->test_accuracy, rec->test_loss, rec->participants);
+        else
+            snprintf(status, sizeof status, "train loss %.4f  (%u clients)", rec->train_loss,
+                     rec->participants);
+        cli_progress_update(&c->progress, (long)rec->round, status);
+    }
+    return 0;
+}
+
+static void print_summary(FILE *f, const sim_ctx *c, double seconds, const char *sha)
+{
+    fprintf(f, "\n  round   clients   train loss   test loss   test acc    seconds\n");
+    fprintf(f, "  -----   -------   ----------   ---------   --------   --------\n");
+    size_t n = c->nrecs;
+    /* at most ~12 rows: the evaluated rounds, evenly thinned, and always the last */
+    size_t step = n > 12 ? (n + 11) / 12 : 1;
+    for (size_t i = 0; i < n; i++) {
+        if (i % step != step - 1 && i != n - 1) continue;
+        const fedc_round_record *r = &c->recs[i];
+        fprintf(f, "  %5u   %3u/%-3u   %10.4f", r->round, r->participants, r->selected,
+                r->train_loss);
+        if (r->evaluated)
+            fprintf(f, "   %9.4f   %7.2f%%", r->test_loss, 100 * r->test_accuracy);
+        else
+            fprintf(f, "   %9s   %8s", "-", "-");
+        fprintf(f, "   %8.2f\n", r->seconds);
+    }
+    const fedc_round_record *last = NULL;
+    for (size_t i = n; i > 0 && !last; i--)
+        if (c->recs[i - 1].evaluated) last = &c->recs[i - 1];
+    fprintf(f, "\n");
+    if (last)
+        fprintf(f, "Final test accuracy: %.2f%% (round %u)\n", 100 * last->test_accuracy,
+                last->round);
+    fprintf(f, "%zu rounds in %.1f s (%.1f rounds/min)\nmodel_sha256: %s\n", n, seconds,
+            seconds > 0 ? 60.0 * (double)n / seconds : 0, sha);
+}
+
+static char *config_text(const fedc_config *cfg)
+{
+    char *buf = NULL;
+    size_t len = 0;
+    FILE *m = open_memstream(&buf, &len);
+    if (!m) return NULL;
+    fedc_config_write(cfg, m);
+    fclose(m);
+    return buf;
+}
+
+static void set_logging(const fedc_config *cfg)
+{
+    fedc_log_level lvl;
+    if (fedc_log_level_parse(fedc_config_str(cfg, "run.log_level"), &lvl) == 0)
+        fedc_log_set(fedc_log_stderr, NULL, lvl);
+}
+
+int cmd_sim(int argc, char **argv)
+{
+    static const struct option opts[] = {
+        {"set", required_argument, NULL, 's'}, {"out", required_argument, NULL, 'o'},
+        {"json", no_argument, NULL, 'j'},      {"threads", required_argument, NULL, 't'},
+        {"quiet", no_argument, NULL, 'q'},     {NULL, 0, NULL, 0},
+    };
+    char **sets = calloc((size_t)argc, sizeof *sets);
+    int nsets = 0, threads = 0, c;
+    sim_ctx ctx;
+    memset(&ctx, 0, sizeof ctx);
+    optind = 1;
+    opterr = 0;
+    while ((c = getopt_long(argc, argv, "s:o:jt:q", opts, NULL)) != -1) {
+        switch (c) {
+        case 's': sets[nsets++] = optarg; break;
+        case 'o': ctx.out_dir = optarg; break;
+        case 'j': ctx.json = 1; break;
+        case 'q': ctx.quiet = 1; break;
+        case 't': {
+            char *end;
+            long t = strtol(optarg, &end, 10);
+            if (*end || t < 1 || t > 1024) {
+                free(sets);
+                return cli_usage_error("sim", "--threads wants 1..1024, got '%s'", optarg);
+            }
+            threads = (int)t;
+            break;
+        }
+        default:
+            free(sets);
+            return cli_usage_error("sim", "unknown or incomplete option '%s'", argv[optind - 1]);
+        }
+    }
+    if (optind != argc - 1) {
+        free(sets);
+        return cli_usage_error("sim", optind >= argc ? "missing CONFIG file"
+                                                     : "one CONFIG file expected");
+    }
+    const char *config_path = argv[optind];
+    fedc_config *cfg = cli_load_config("sim", config_path, sets, nsets);
+    free(sets);
+    if (!cfg) return CLI_EXIT_FAIL;
+    set_logging(cfg);
+    ctx.human = cli_human(ctx.json);
+
+    int rc = CLI_EXIT_FAIL;
+    fedc_err err;
+    fedc_err_clear(&err);
+    fedc_dataset *train = NULL, *test = NULL;
+    fedc_partition *part = NULL;
+    fedc_trainer *trainer = NULL;
+    fedc_engine *engine = NULL;
+    char *cfg_text = NULL;
+    double t_start = cli_now();
+
+    const char *spec = fedc_config_str(cfg, "data.dataset");
+    if (fedc_data_load(spec, &train, &test, &err) != FEDC_OK) {
+        cli_fail("sim", "data.dataset = %s: %s", spec, fedc_err_message(&err));
+        goto done;
+    }
+    fedc_partition_opts popts;
+    fedc_partition_opts_init(&popts);
+    if (fedc_partition_scheme_parse(fedc_config_str(cfg, "data.partition"), &popts.scheme) != 0) {
+        cli_fail("sim", "data.partition: unknown scheme");
+        goto done;
+    }
+    popts.num_clients = (uint32_t)fedc_config_int(cfg, "clients.count");
+    popts.seed = (uint64_t)fedc_config_int(cfg, "run.seed");
+    popts.test_fraction = fedc_config_double(cfg, "data.test_fraction");
+    popts.alpha = fedc_config_double(cfg, "data.alpha");
+    popts.min_size = (size_t)fedc_config_int(cfg, "data.min_size");
+    popts.shards_per_client = (uint32_t)fedc_config_int(cfg, "data.shards_per_client");
+    popts.sigma = fedc_config_double(cfg, "data.sigma");
+    if (fedc_partition_create(train, &popts, &part, &err) != FEDC_OK) {
+        cli_fail("sim", "partition: %s", fedc_err_message(&err));
+        goto done;
+    }
+    if (fedc_trainer_nn_create(cfg, train, test, part, &trainer, &err) != FEDC_OK) {
+        cli_fail("sim", "%s", fedc_err_message(&err));
+        goto done;
+    }
+    if (fedc_engine_create(cfg, trainer, &engine, &err) != FEDC_OK) {
+        cli_fail("sim", "%s", fedc_err_message(&err));
+        goto done;
+    }
+    if (!threads) threads = (int)fedc_config_int(cfg, "run.threads");
+    if (!threads) threads = fedc_sim_default_threads();
+    ctx.rounds = (uint32_t)fedc_config_int(cfg, "run.rounds");
+
+    if (ctx.out_dir) {
+        char path[4096];
+        if (mkdir_p(ctx.out_dir) != 0) {
+            cli_fail("sim", "cannot create output directory %s: %s", ctx.out_dir, strerror(errno));
+            goto done;
+        }
+        ctx.jsonl = open_out(ctx.out_dir, "metrics.jsonl", path, sizeof path);
+        ctx.csv = open_out(ctx.out_dir, "metrics.csv", path, sizeof path);
+        if (!ctx.jsonl || !ctx.csv) {
+            cli_fail("sim", "cannot write %s: %s", path, strerror(errno));
+            goto done;
+        }
+        report_csv_header(ctx.csv);
+    }
+
+    const fedc_model *model = fedc_trainer_nn_model(trainer);
+    if (!ctx.quiet) {
+        int64_t shape[FEDC_DATA_MAX_DIMS];
+        int nd = fedc_dataset_shape(train, shape);
+        char shp[64] = "";
+        for (int i = 0; i < nd; i++)
+            snprintf(shp + strlen(shp), sizeof shp - strlen(shp), "%s%lld", i ? "x" : "",
+                     (long long)shape[i]);
+        fprintf(ctx.human, "fedc sim %s\n", config_path);
+        fprintf(ctx.human, "  data      %s: %zu train / %zu test samples of %s, %d classes\n",
+                fedc_dataset_name(train), fedc_dataset_n(train), test ? fedc_dataset_n(test) : 0,
+                shp, (int)fedc_dataset_num_classes(train));
+        fprintf(ctx.human, "  clients   %lld, %lld per round, %s partition\n",
+                (long long)fedc_config_int(cfg, "clients.count"),
+                (long long)fedc_config_int(cfg, "clients.per_round"),
+                fedc_config_str(cfg, "data.partition"));
+        fprintf(ctx.human, "  model     %s: %zu parameters\n", fedc_config_str(cfg, "model.spec"),
+                fedc_model_param_count(model));
+        fprintf(ctx.human, "  strategy  %s; local: %s lr %g, batch %lld, %lld epoch(s)\n",
+                fedc_engine_strategy_name(engine), fedc_config_str(cfg, "train.optimizer"),
+                fedc_config_double(cfg, "train.lr"),
+                (long long)fedc_config_int(cfg, "train.batch_size"),
+                (long long)fedc_config_int(cfg, "train.epochs"));
+        fprintf(ctx.human, "  threads   %d\n\n", threads);
+        cli_progress_start(&ctx.progress, ctx.human, "round", (long)ctx.rounds);
+    }
+
+    fedc_sim_opts so = {threads, on_round, &ctx};
+    fedc_status st = fedc_sim_run(engine, trainer, cfg, &so, &err);
+    if (!ctx.quiet) cli_progress_finish(&ctx.progress, NULL);
+    if (st != FEDC_OK) {
+        cli_fail("sim", "%s", fedc_err_message(&err));
+        goto done;
+    }
+    double seconds = cli_now() - t_start;
+    char sha[65];
+    fedc_vec_sha256_hex(fedc_engine_num_params(engine), fedc_engine_global(engine), sha);
+    cfg_text = config_text(cfg);
+
+    if (ctx.out_dir) {
+        char path[4096], rounds_s[32];
+        snprintf(path, sizeof path, "%s/model.safetensors", ctx.out_dir);
+        snprintf(rounds_s, sizeof rounds_s, "%u", fedc_engine_last_round(engine));
+        fedc_st_meta meta[] = {
+            {"format", "pt"},
+            {"fedc_version", FEDC_VERSION},
+            {"model_spec", fedc_config_str(cfg, "model.spec")},
+            {"round", rounds_s},
+            {"strategy", fedc_engine_strategy_name(engine)},
+            {"model_sha256", sha},
+        };
+        if (fedc_safetensors_write(path, fedc_engine_layout(engine), fedc_engine_global(engine),
+                                   meta, sizeof meta / sizeof meta[0], &err) != FEDC_OK) {
+            cli_fail("sim", "%s", fedc_err_message(&err));
+            goto done;
+        }
+        char *title_src = strdup(config_path);
+        char *base = basename(title_src);
+        char *dot = strrchr(base, '.');
+        if (dot) *dot = '\0';
+        report_info info = {
+            .title = base,
+            .dataset = fedc_dataset_name(train),
+            .model = fedc_config_str(cfg, "model.spec"),
+            .params = fedc_engine_num_params(engine),
+            .strategy = fedc_engine_strategy_name(engine),
+            .partition = fedc_config_str(cfg, "data.partition"),
+            .clients = (long)fedc_config_int(cfg, "clients.count"),
+            .per_round = (long)fedc_config_int(cfg, "clients.per_round"),
+            .threads = threads,
+            .total_seconds = seconds,
+            .model_sha256 = sha,
+            .config_text = cfg_text ? cfg_text : "",
+        };
+        snprintf(path, sizeof path, "%s/report.html", ctx.out_dir);
+        int bad = report_write_html(path, &info, ctx.recs, ctx.nrecs);
+        free(title_src);
+        if (bad) {
+            cli_fail("sim", "cannot write %s: %s", path, strerror(errno));
+            goto done;
+        }
+    }
+    if (!ctx.quiet) print_summary(ctx.human, &ctx, seconds, sha);
+    if (ctx.out_dir && !ctx.quiet)
+        fprintf(ctx.human, "Results in %s/: report.html, metrics.jsonl, metrics.csv, "
+                           "model.safetensors\n",
+                ctx.out_dir);
+    if (ctx.json) {
+        json_t *o = json_object();
+        json_object_set_new(o, "final", json_true());
+        json_object_set_new(o, "rounds", json_integer(fedc_engine_last_round(engine)));
+        json_object_set_new(o, "model_sha256", json_string(sha));
+        json_object_set_new(o, "params", json_integer((json_int_t)fedc_engine_num_params(engine)));
+        json_object_set_new(o, "seconds", json_real(seconds));
+        for (size_t i = ctx.nrecs; i > 0; i--) {
+            if (ctx.recs[i - 1].evaluated) {
+                json_object_set_new(o, "test_accuracy", json_real(ctx.recs[i - 1].test_accuracy));
+                json_object_set_new(o, "test_loss", json_real(ctx.recs[i - 1].test_loss));
+                break;
+            }
+        }
+        cli_json_print(o);
+    }
+    rc = CLI_EXIT_OK;
+done:
+    if (ctx.jsonl) fclose(ctx.jsonl);
+    if (ctx.csv) fclose(ctx.csv);
+    free(ctx.recs);
+    free(cfg_text);
+    fedc_engine_destroy(engine);
+    fedc_trainer_nn_destroy(trainer);
+    fedc_partition_destroy(part);
+    fedc_dataset_destroy(train);
+    fedc_dataset_destroy(test);
+    fedc_config_destroy(cfg);
+    return rc;
+}

@@ -1,0 +1,297 @@
+/*
+ * Differential privacy: the RDP accountant of the sampled Gaussian mechanism, L2 clipping,
+ * Gaussian noise from libsodium's CSPRNG, and adaptive clipping (Andrew et al. 2021).
+ *
+ * The accountant computes exactly what TensorFlow Privacy's rdp_accountant and Opacus's
+ * accountants/analysis/rdp compute (Mironov, Talwar, Zhang 2019, "Rényi Differential Privacy
+ * of the Sampled Gaussian Mechanism"): integer orders by the binomial expansion in log space,
+ * fractional orders by the two-series computation with log-erfc, and the RDP-to-(eps, delta)
+ * conversion both use today (Balle et al. 2020, Prop. 12; Canonne et al. 2020, Eq. 20):
+ *
+ *     eps = min over orders a of  RDP(a) + ln(1 - 1/a) - ln(delta * a) / (a - 1)
+ *
+ * with TF Privacy's two guards: an order whose RDP r satisfies delta^2 + expm1(-r) >= 0 gives
+ * eps = 0 (the KL bound), and orders a <= 1.01 give +inf (numerically unstable); the result is
+ * max(0, min). docs/PRIVACY.md explains the choices; tests/privacy_rdp_test.c pins TF Privacy's
+ * and Opacus's published values.
+ *
+ * Thread safety: the stateless functions (fedc_rdp_*, fedc_dp_epsilon, fedc_dp_noise_multiplier,
+ * fedc_dp_clip_l2, fedc_dp_noise_split) are pure and thread-safe. A handle or state struct
+ * (fedc_accountant, fedc_dp_noise, fedc_adaptive_clip) must be used by one thread at a time.
+ */
+#ifndef FEDC_PRIVACY_H
+#define FEDC_PRIVACY_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "fedc/config.h"
+#include "fedc/rng.h"
+#include "fedc/status.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ---------------------------------------------------------------------------------------------
+ * RDP of the sampled Gaussian mechanism
+ * ------------------------------------------------------------------------------------------- */
+
+/* Orders are accepted in (1, FEDC_RDP_MAX_ORDER]; fedc_rdp_compute also accepts +inf. The cost of
+ * an integer order a is a + 1 log-space terms. */
+#define FEDC_RDP_MAX_ORDER 100000.0
+
+/*
+ * RDP of `steps` compositions of the sampled Gaussian mechanism with sampling rate q and noise
+ * multiplier z (noise stddev / L2 sensitivity), at each of orders[0..count-1], into rdp[0..count-1]
+ * (TF Privacy's compute_rdp). Special cases as in TF Privacy and Opacus: q = 0 gives 0 at every
+ * order (also +inf); q = 1 gives steps * a / (2 z^2); an infinite order gives +inf when q > 0;
+ * steps = 0 gives 0.
+ * Errors (message in err, which may be NULL): FEDC_ERR_RANGE when q is outside [0, 1], z is not a
+ * finite number > 0, or an order is NaN, <= 1 or above FEDC_RDP_MAX_ORDER (and finite);
+ * FEDC_ERR_INTERNAL if the series fails numerically (not seen for any tested input).
+ */
+fedc_status fedc_rdp_compute(double q, double z, uint64_t steps, const double *orders,
+                             size_t count, double *rdp, fedc_err *err);
+
+/*
+ * (eps, delta)-DP from RDP values: eps = max(0, min_a [rdp(a) + ln(1 - 1/a) - ln(delta a)/(a-1)])
+ * with TF Privacy's guards (see the top of this file). *eps gets the minimum (+inf when every
+ * order gives +inf) and *order the order that attains it (the first one on ties); order may be
+ * NULL. Errors: FEDC_ERR_RANGE when delta is outside (0, 1), an order is not finite and > 1, or an
+ * RDP value is negative or NaN; FEDC_ERR_INVALID when count is 0.
+ */
+fedc_status fedc_rdp_epsilon(const double *orders, const double *rdp, size_t count, double delta,
+                             double *eps, double *order, fedc_err *err);
+
+/* fedc_rdp_compute followed by fedc_rdp_epsilon: eps of `steps` steps at (q, z). Same errors;
+ * also FEDC_ERR_NOMEM. */
+fedc_status fedc_dp_epsilon(double q, double z, uint64_t steps, double delta,
+                            const double *orders, size_t count, double *eps, double *order,
+                            fedc_err *err);
+
+/*
+ * The inverse: the smallest noise multiplier z whose eps after `steps` steps at sampling rate q
+ * is <= target_eps, by bisection (eps is non-increasing in z). Tolerance: the returned z satisfies
+ * eps(z) <= target_eps, and eps(z * (1 - 1e-6)) > target_eps, i.e. z is at most 1e-6 (relative)
+ * above the exact answer. *eps_at_z (may be NULL) gets eps(z), *order (may be NULL) its order.
+ * Errors: FEDC_ERR_RANGE for q outside (0, 1], delta outside (0, 1), target_eps not finite > 0,
+ * steps = 0 or bad orders; FEDC_ERR_RANGE too when no z <= 1e8 reaches the target.
+ */
+fedc_status fedc_dp_noise_multiplier(double q, uint64_t steps, double delta, double target_eps,
+                                     const double *orders, size_t count, double *z,
+                                     double *eps_at_z, double *order, fedc_err *err);
+
+/*
+ * Named order lists (static storage; *count gets the length):
+ *   "tf":     TF Privacy compute_dp_sgd_privacy: 1.25, 1.5, 1.75, 2, 2.25, 2.5, 3, 3.5, 4, 4.5,
+ *             5, 6, ..., 63, 128, 256, 512 (72 orders);
+ *   "opacus": Opacus's DEFAULT_ALPHAS: 1 + x/10 for x = 1..99, then 12, 13, ..., 63 (151 orders).
+ * Returns NULL (and *count = 0) for an unknown name.
+ */
+const double *fedc_rdp_orders_named(const char *name, size_t *count);
+
+/* The default order list of libfedc (the engine's and `fedc dp-budget`'s): "tf". */
+#define FEDC_RDP_ORDERS_DEFAULT "tf"
+
+/*
+ * Parses an order list: a name ("tf", "opacus") or a comma-separated list of numbers and
+ * integer ranges "LO..HI" (inclusive), e.g. "1.5,2..32,64". On success *orders is a new array
+ * (free with fedc_free) of *count orders in the written order. Errors: FEDC_ERR_CONFIG naming
+ * the bad token (not a number, order <= 1, above FEDC_RDP_MAX_ORDER, empty list, a range with
+ * LO > HI or non-integer ends, more than 100000 orders); FEDC_ERR_NOMEM.
+ */
+fedc_status fedc_rdp_orders_parse(const char *spec, double **orders, size_t *count,
+                                  fedc_err *err);
+
+/* ---------------------------------------------------------------------------------------------
+ * The accountant: RDP composed over phases (q, z, steps), for per-round recording of eps spent.
+ * ------------------------------------------------------------------------------------------- */
+
+typedef struct fedc_accountant fedc_accountant;
+
+/*
+ * A new accountant over orders[0..count-1] (copied; every order finite, > 1 and
+ * <= FEDC_RDP_MAX_ORDER), with nothing spent. Returns NULL on error with err set
+ * (FEDC_ERR_RANGE, FEDC_ERR_INVALID for count 0, FEDC_ERR_NOMEM).
+ */
+fedc_accountant *fedc_accountant_create(const double *orders, size_t count, fedc_err *err);
+void fedc_accountant_destroy(fedc_accountant *acc); /* NULL allowed */
+
+/*
+ * Records `steps` more steps of the sampled Gaussian mechanism at (q, z). Consecutive calls with
+ * the same (q, z) merge into one phase, and the RDP of a (q, z) pair is computed once and
+ * cached, so per-round calls cost O(orders). The accumulated RDP of a pair equals
+ * fedc_rdp_compute over its total steps bit for bit, so a run that adds (q, z, 1) T times
+ * reports exactly the eps of `fedc dp-budget` for T steps.
+ * Errors (message: fedc_accountant_errmsg): FEDC_ERR_RANGE as fedc_rdp_compute, FEDC_ERR_NOMEM.
+ * On error nothing is recorded.
+ */
+fedc_status fedc_accountant_add(fedc_accountant *acc, double q, double z, uint64_t steps);
+
+/* eps spent so far at delta, and the order that attains it (order may be NULL); eps is 0 before
+ * any step. Errors: as fedc_rdp_epsilon. */
+fedc_status fedc_accountant_epsilon(fedc_accountant *acc, double delta, double *eps,
+                                    double *order);
+
+/* The eps that would be spent after also adding (q, z, steps), without recording them: for
+ * refusing a round that would exceed a budget. Errors: as _add and _epsilon. */
+fedc_status fedc_accountant_epsilon_if(fedc_accountant *acc, double q, double z, uint64_t steps,
+                                       double delta, double *eps, double *order);
+
+/* The message of the last error on acc ("" if none). Valid until the next call on acc. */
+const char *fedc_accountant_errmsg(const fedc_accountant *acc);
+
+/* The orders (count entries, owned by acc) and the composed RDP at each (a new array into rdp,
+ * which must hold count doubles). */
+size_t fedc_accountant_order_count(const fedc_accountant *acc);
+const double *fedc_accountant_orders(const fedc_accountant *acc);
+void fedc_accountant_rdp(const fedc_accountant *acc, double *rdp);
+/* Total steps recorded, and the recorded phases (consecutive equal (q, z) merged). */
+uint64_t fedc_accountant_steps(const fedc_accountant *acc);
+size_t fedc_accountant_phase_count(const fedc_accountant *acc);
+/* Phase i (< phase_count): its q, z and steps. */
+void fedc_accountant_phase(const fedc_accountant *acc, size_t i, double *q, double *z,
+                           uint64_t *steps);
+
+/* ---------------------------------------------------------------------------------------------
+ * Clipping
+ * ------------------------------------------------------------------------------------------- */
+
+/*
+ * Clips x[0..n-1] to L2 norm <= clip: when its norm (accumulated in double) exceeds clip, x is
+ * scaled by clip / norm, and the result's norm is guaranteed <= clip (recomputed; rescaled by a
+ * hair if float rounding left it above). A vector within clip is left untouched, bit for bit.
+ * *pre_norm (may be NULL) gets the norm before clipping.
+ * Errors: FEDC_ERR_RANGE when clip is not finite and > 0; FEDC_ERR_NONFINITE when x holds a NaN
+ * or Inf (the message names the index; x is left untouched).
+ */
+fedc_status fedc_dp_clip_l2(size_t n, float *x, double clip, double *pre_norm, fedc_err *err);
+
+/* ---------------------------------------------------------------------------------------------
+ * Gaussian noise
+ * ------------------------------------------------------------------------------------------- */
+
+/*
+ * A source of N(0, 1) noise. Caller-owned storage: _init_secure or _init_seeded, then _fini.
+ *
+ * Secure mode draws uniform bits from libsodium's CSPRNG (randombytes_buf, buffered 4 KiB at a
+ * time; the buffer is wiped on refill and by _fini) and turns them into normals by the
+ * Box-Muller transform computed in double precision from 53-bit uniforms in (0, 1]. Noise is
+ * added to a float vector in double and rounded to float once. docs/PRIVACY.md states the
+ * floating-point weakness of this (Mironov 2012) and what the mitigation does and does not buy.
+ *
+ * Seeded mode draws from the fedc_rng stream (seed, round, client, FEDC_RNG_NOISE_TEST): it is
+ * reproducible and NOT private, for tests only. _init_seeded logs a warning saying so (the
+ * first time in the process; debug level after that), and
+ * fedc_dp_noise_is_private returns 0 so that callers mark their metrics.
+ */
+typedef struct fedc_dp_noise {
+    int secure;          /* 1: libsodium CSPRNG; 0: seeded test mode (not private) */
+    fedc_rng rng;        /* seeded mode's stream */
+    uint64_t pool[512];  /* secure mode: buffered CSPRNG words */
+    size_t pool_pos;     /* next unused word of pool (512 = empty) */
+    int has_spare;       /* the second normal of the last Box-Muller pair */
+    double spare;
+} fedc_dp_noise;
+
+/* Secure noise. Errors: FEDC_ERR_CRYPTO when libsodium cannot be initialised. */
+fedc_status fedc_dp_noise_init_secure(fedc_dp_noise *noise, fedc_err *err);
+/* Seeded, reproducible, NOT private noise (tests only). Logs a warning. */
+void fedc_dp_noise_init_seeded(fedc_dp_noise *noise, uint64_t seed, uint32_t round,
+                               uint32_t client);
+/* Wipes the buffered randomness. NULL allowed. */
+void fedc_dp_noise_fini(fedc_dp_noise *noise);
+/* 1 for secure noise, 0 for seeded test noise. */
+int fedc_dp_noise_is_private(const fedc_dp_noise *noise);
+/* One N(0, 1) draw. */
+double fedc_dp_noise_normal(fedc_dp_noise *noise);
+/* x[i] = float(double(x[i]) + stddev * N(0, 1)) for i < n, independent draws.
+ * Errors: FEDC_ERR_RANGE when stddev is not finite and >= 0 (stddev 0 leaves x untouched). */
+fedc_status fedc_dp_noise_add(fedc_dp_noise *noise, size_t n, float *x, double stddev,
+                              fedc_err *err);
+
+/* ---------------------------------------------------------------------------------------------
+ * Adaptive clipping (Andrew, Thakkar, McMahan, Ramaswamy 2021; TensorFlow Federated's
+ * QuantileAdaptiveClipSumQuery)
+ * ------------------------------------------------------------------------------------------- */
+
+/* Parameters. fedc_adaptive_clip_defaults fills TFF's defaults. */
+typedef struct fedc_adaptive_clip_params {
+    double initial_clip;     /* C0, > 0 (TFF: 0.1) */
+    double target_quantile;  /* gamma in [0, 1] (TFF: 0.5) */
+    double learning_rate;    /* eta >= 0 (TFF: 0.2) */
+    double count_stddev;     /* sigma_b >= 0 of the noise on the clipped count (TFF: m / 20) */
+    double expected_clients; /* m > 0: the fixed denominator (expected clients per round) */
+    int geometric;           /* 1: C <- C exp(-eta (b - gamma)) (TFF); 0: C - eta (b - gamma) */
+} fedc_adaptive_clip_params;
+
+/* TFF's defaults for m expected clients per round: C0 0.1, gamma 0.5, eta 0.2, sigma_b = m / 20,
+ * geometric. */
+void fedc_adaptive_clip_defaults(fedc_adaptive_clip_params *params, double expected_clients);
+
+/*
+ * The state, caller-owned (_init; nothing to _fini). One round:
+ *   1. clip every client update to fedc_adaptive_clip_current() (the clip of this round);
+ *   2. fedc_adaptive_clip_observe(norm) for each update's pre-clip norm (or _observe_bit with a
+ *      client-computed bit b_i = [norm <= clip]);
+ *   3. fedc_adaptive_clip_update(): b = (sum_i (b_i - 1/2) + N(0, sigma_b^2)) / m + 1/2, clamped
+ *      to [0, 1]; C <- C exp(-eta (b - gamma)) (geometric) or max(0, C - eta (b - gamma)).
+ * Counting b_i - 1/2 (TF Privacy's centring) makes one client change the noised sum by at most
+ * 1/2, which is what the noise split below assumes; when exactly m clients report, b is the
+ * plain (sum b_i + noise) / m.
+ */
+typedef struct fedc_adaptive_clip {
+    fedc_adaptive_clip_params params;
+    double clip;         /* current clip C */
+    double centred_sum;  /* sum of (b_i - 1/2) this round */
+    uint64_t observed;   /* records observed this round */
+    uint64_t rounds;     /* updates done */
+    double last_fraction; /* the noised unclipped fraction b of the last update */
+} fedc_adaptive_clip;
+
+/* Errors: FEDC_ERR_RANGE naming the parameter out of range (see fedc_adaptive_clip_params). */
+fedc_status fedc_adaptive_clip_init(fedc_adaptive_clip *ac, const fedc_adaptive_clip_params *p,
+                                    fedc_err *err);
+double fedc_adaptive_clip_current(const fedc_adaptive_clip *ac);
+/* Records one update's pre-clip L2 norm: b_i = [norm <= current clip]. */
+void fedc_adaptive_clip_observe(fedc_adaptive_clip *ac, double norm);
+/* Records one client-computed bit (nonzero: the update was not clipped). */
+void fedc_adaptive_clip_observe_bit(fedc_adaptive_clip *ac, int unclipped);
+/* Ends the round: noises the count with `noise` (NULL: no noise, NOT private; for tests),
+ * updates the clip, clears the round's counts; *new_clip (may be NULL) gets the new clip. */
+void fedc_adaptive_clip_update(fedc_adaptive_clip *ac, fedc_dp_noise *noise, double *new_clip);
+
+/*
+ * The noise multiplier left for the update when a total noise multiplier z is split between
+ * the update sum and the clipped count (noise stddev count_stddev, sensitivity 1/2):
+ * z_delta = (z^-2 - (2 sigma_b)^-2)^(-1/2). count_stddev = 0 gives z_delta = z.
+ * Errors: FEDC_ERR_RANGE when z is not finite > 0, count_stddev < 0, or z >= 2 count_stddev
+ * (the count would take all the privacy budget).
+ */
+fedc_status fedc_dp_noise_split(double z, double count_stddev, double *z_delta, fedc_err *err);
+
+/* ---------------------------------------------------------------------------------------------
+ * Configuration
+ * ------------------------------------------------------------------------------------------- */
+
+/*
+ * Checks the [dp] section of cfg against the rest of the run's configuration, for the checks a
+ * single key's bounds cannot express. When dp.mode is off and dp.sgd is false, nothing is
+ * checked. Otherwise (q = clients.per_round / clients.count):
+ *   - q must be in (0, 1] (clients.per_round <= clients.count);
+ *   - dp.delta must be < 1 / clients.count (a larger delta allows releasing a client's data);
+ *   - dp.orders must parse (fedc_rdp_orders_parse);
+ *   - with dp.adaptive_clip, dp.noise_multiplier must be < 2 * sigma_b (fedc_dp_noise_split),
+ *     sigma_b = dp.clipped_count_stddev, or clients.per_round / 20 when that is 0;
+ *   - with dp.mode = central and dp.epsilon_budget > 0, the first round (one step at q) must
+ *     fit in the budget (the run would otherwise stop before it starts).
+ * Errors: FEDC_ERR_CONFIG with a message naming the keys and values ("dp.delta = 0.02 must be
+ * < 1/clients.count = 0.01"); FEDC_ERR_NOMEM.
+ */
+fedc_status fedc_dp_config_check(const fedc_config *cfg, fedc_err *err);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,116 @@
+/*
+ * Internal to the strategies (src/fl/strategy*.c): the plug-in interface every strategy
+ * implements (nng style: one ops table per strategy plus the size of its private state, which
+ * the framework allocates zeroed), and the handle the framework keeps around it.
+ *
+ * The framework (strategy.c) does everything common: validation of results (length, NaN/Inf,
+ * duplicates, counts), weights, the running sum of linear strategies, the held copies of robust
+ * ones (sorted by client id before aggregation), the finiteness check of the new model and the
+ * round record. A strategy supplies only its math.
+ */
+#ifndef FEDC_FL_STRATEGY_INTERNAL_H
+#define FEDC_FL_STRATEGY_INTERNAL_H
+
+#include "fedc/accum.h"
+#include "fedc/strategy.h"
+
+/* One accepted result of the current round. */
+typedef struct fedci_client_rec {
+    uint32_t client;
+    uint64_t examples;   /* as reported */
+    double weight;       /* weight used in the running sum (linear) or for Multi-Krum */
+    double train_loss;   /* NaN when not reported */
+    double loss_before;  /* qfedavg */
+    double aux;          /* per-strategy scalar (qfedavg: h_k) */
+    size_t slot;         /* robust: index of the held copy */
+    const float *update; /* robust: the held copy (n floats), set when the round finishes;
+                            NULL for linear strategies */
+} fedci_client_rec;
+
+typedef struct fedci_strategy_ops fedci_strategy_ops;
+
+struct fedc_strategy {
+    const fedci_strategy_ops *ops;
+    size_t n;            /* parameters */
+    uint32_t round;
+    int in_round;
+    uint64_t max_weight; /* 0: no cap */
+    double prox_mu;      /* train.prox_mu */
+    size_t max_held;     /* robust only */
+
+    fedci_client_rec *recs; /* accepted results of the round, recs_cap allocated */
+    size_t nrecs, recs_cap;
+    size_t rejected, rejected_nonfinite, rejected_shape;
+
+    fedc_accum *acc;   /* linear: running sum of weight * update */
+    float *held;       /* robust: held_slots * n floats */
+    size_t held_slots; /* slots allocated so far (grows up to max_held) */
+    size_t held_used;
+
+    float *delta; /* n: the round's aggregate update */
+    float *next;  /* n: the candidate new global model */
+    void *state;  /* ops->state_size bytes */
+};
+
+struct fedci_strategy_ops {
+    const char *name;
+    size_t state_size;
+    int streaming;         /* 1: linear (running sums); 0: robust (holds updates) */
+    int needs_control;     /* results must carry a control delta (SCAFFOLD) */
+    int needs_loss_before; /* results must carry loss_before (QFedAvg) */
+
+    /* Reads parameters from cfg and allocates state buffers. NULL: nothing to do. */
+    fedc_status (*init)(fedc_strategy *s, void *st, const fedc_config *cfg, fedc_err *err);
+    /* Frees what init allocated; must tolerate a half-initialised state. NULL: nothing. */
+    void (*fini)(fedc_strategy *s, void *st);
+    /* Adds the strategy's fields to the fit config (prox_mu and round are already set). */
+    void (*configure_fit)(const fedc_strategy *s, const void *st, fedc_fit_config *out);
+    /* Round start (reset the strategy's own running sums). */
+    void (*begin_round)(fedc_strategy *s, void *st);
+    /* Linear: the weight of a validated result in the running sum, and rec->aux. NULL: the
+     * capped num_examples. May refuse the result (its error is returned by fedc_strategy_add). */
+    fedc_status (*weigh)(fedc_strategy *s, void *st, const fedc_fit_result *res,
+                         fedci_client_rec *rec, double *weight, fedc_err *err);
+    /* Linear: folds the result's other vectors after the update was folded; on failure the
+     * framework removes the update again. NULL: nothing else to fold. */
+    fedc_status (*add_extra)(fedc_strategy *s, void *st, const fedc_fit_result *res,
+                             fedc_err *err);
+    /* Writes the round's aggregate update (n floats) into delta. s->recs is sorted by client
+     * id. NULL (linear only): the weighted mean of the running sum. */
+    fedc_status (*aggregate)(fedc_strategy *s, void *st, float *delta, fedc_round_agg *info,
+                             fedc_err *err);
+    /* Server step: next = f(global, delta), updating the optimizer state. NULL: global+delta. */
+    void (*apply)(fedc_strategy *s, void *st, const float *global, const float *delta,
+                  float *next);
+    /* Called once next has been accepted (finite) and copied to the global model. NULL: none. */
+    void (*commit)(fedc_strategy *s, void *st);
+};
+
+/* The built-in strategies. */
+extern const fedci_strategy_ops fedci_strategy_fedavg, fedci_strategy_fedavgm,
+    fedci_strategy_fedprox, fedci_strategy_fedadagrad, fedci_strategy_fedadam,
+    fedci_strategy_fedyogi, fedci_strategy_qfedavg, fedci_strategy_scaffold;
+extern const fedci_strategy_ops fedci_strategy_fedmedian, fedci_strategy_fedtrimmedavg,
+    fedci_strategy_krum, fedci_strategy_multikrum, fedci_strategy_bulyan;
+
+/* Removes exactly what fedc_accum_add(acc, weight, x) added (terms, weight, count and bound):
+ * only for an add that succeeded. */
+void fedci_accum_undo(fedc_accum *acc, double weight, const float *x);
+
+/* Tests only: forces the accumulator's vector kernel (all give identical bits; this checks it).
+ * Returns 1 if the kernel is available on this CPU and build, else 0 (nothing changed). Not
+ * thread-safe with concurrent folds. */
+enum {
+    FEDCI_ACCUM_KERNEL_AUTO = 0,
+    FEDCI_ACCUM_KERNEL_SCALAR = 1,
+    FEDCI_ACCUM_KERNEL_SSE2 = 2,
+    FEDCI_ACCUM_KERNEL_AVX2 = 3,
+    FEDCI_ACCUM_KERNEL_AVX512 = 4
+};
+int fedci_accum_set_kernel(int which);
+
+/* Squared Euclidean distance / norm in double, summed in a fixed order (deterministic). */
+double fedci_sq_dist(size_t n, const float *a, const float *b);
+double fedci_sq_norm(size_t n, const float *a);
+
+#endif

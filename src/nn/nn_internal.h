@@ -1,0 +1,176 @@
+/*
+ * Internals of the training engine shared by the files of src/nn: the layer record, the layer
+ * operations table (one entry per kind, like nng's protocol ops), the gemm adapter, the losses
+ * and the model/workspace structs.
+ *
+ * Activation layout: every tensor is [batch x sample] with the sample in row-major order
+ * (NCHW for images, [T, F] for sequences), the layout PyTorch uses. Convolutions lower to
+ * GEMMs per chunk of samples (see conv.c), so no transposition of whole tensors is needed.
+ */
+#ifndef FEDC_NN_INTERNAL_H
+#define FEDC_NN_INTERNAL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "fedc/config_build.h"
+#include "fedc/nn.h"
+#include "fedc/rng.h"
+#include "fedc/vec.h"
+
+/* Layer kinds. Numbers index fedci_layer_ops_table; FEDCI_LAYER_KIND_COUNT ends the list. */
+typedef enum fedci_layer_kind {
+    FEDCI_DENSE = 0,
+    FEDCI_CONV,
+    FEDCI_MAXPOOL,
+    FEDCI_AVGPOOL,
+    FEDCI_RELU,
+    FEDCI_TANH,
+    FEDCI_SIGMOID,
+    FEDCI_DROPOUT,
+    FEDCI_FLATTEN,
+    FEDCI_EMBED,
+    FEDCI_LSTM,
+    FEDCI_GROUPNORM,
+    FEDCI_LAYER_KIND_COUNT
+} fedci_layer_kind;
+
+/* How a parameter tensor is initialised (fedc_model_init_params). */
+typedef enum fedci_init {
+    FEDCI_INIT_ZERO = 0,
+    FEDCI_INIT_ONE,
+    FEDCI_INIT_GLOROT,   /* U(+-sqrt(6 / (fan_in + fan_out))) */
+    FEDCI_INIT_HE,       /* U(+-sqrt(6 / fan_in)) */
+    FEDCI_INIT_LSTM_BIAS /* 0, except 1 for the forget gate (second quarter) */
+} fedci_init;
+
+#define FEDCI_MAX_TENSORS 3
+
+typedef struct fedci_layer {
+    fedci_layer_kind kind;
+    int index;                    /* position in the model (names its tensors) */
+    int in_ndim, out_ndim;
+    int in[3], out[3];            /* per-sample shapes; unused trailing dims are 1 */
+    size_t in_n, out_n;           /* floats per sample */
+
+    /* Hyper-parameters (meaning depends on kind). */
+    int units;                    /* dense outputs, conv filters, LSTM hidden, embed dims, groups */
+    int k, stride;                /* conv and pool window and stride */
+    int same;                     /* conv: 1 = "same" padding */
+    int pad_t, pad_l;             /* conv: top/left padding (bottom/right follow from out) */
+    int seq;                      /* lstm: 1 = output every step */
+    int vocab;                    /* embed */
+    float p;                      /* dropout probability */
+    int chunk;                    /* conv: samples per GEMM */
+    int relu_after;               /* followed by relu (He initialisation) */
+
+    /* Parameter tensors, registered in the model's layout in this order. */
+    int nt;
+    const char *tname[FEDCI_MAX_TENSORS];
+    int tndim[FEDCI_MAX_TENSORS];
+    int64_t tshape[FEDCI_MAX_TENSORS][4];
+    fedci_init tinit[FEDCI_MAX_TENSORS];
+    double fan_in[FEDCI_MAX_TENSORS], fan_out[FEDCI_MAX_TENSORS];
+    size_t toff[FEDCI_MAX_TENSORS]; /* offsets in the flat buffer (set by the model) */
+    size_t nparams;
+
+    /* Workspace needs, in floats. */
+    size_t save_ps;               /* saved by forward for backward, per sample */
+    size_t scratch_ps, scratch_c; /* temporary, per sample and constant */
+    double macs_ps;               /* forward multiply-adds of matrix products, per sample */
+} fedci_layer;
+
+/* What a pass gives the layer kernels besides their tensors. */
+typedef struct fedci_exec {
+    float *scratch;               /* at least the layer's scratch need for this batch */
+    fedc_rng *rng;                /* dropout stream */
+    int train;                    /* 1: training pass (dropout on) */
+} fedci_exec;
+
+/*
+ * One layer kind. setup() checks the layer against its input shape (L->in*, already set) and
+ * fills the output shape, tensors and workspace needs; errors name the layer via `where`.
+ * forward(): y = f(x) for B samples, saving what backward needs in `save`.
+ * backward(): given dy, writes dx (skipped when NULL: nothing before needs it), the layer's
+ * parameter gradients into dP at the layer's offsets (overwritten; skipped when dP is NULL),
+ * and, when pe_sq is not NULL, ADDS each example's squared gradient norm of this layer's
+ * parameters into pe_sq[0..B-1] (only kinds with ghost = 1 support it).
+ */
+typedef struct fedci_layer_ops {
+    const char *name;
+    int ghost;
+    fedc_status (*setup)(fedci_layer *L, const char *where, fedc_err *err);
+    void (*forward)(const fedci_layer *L, const fedci_exec *e, const float *P, const float *x,
+                    float *y, float *save, int B);
+    void (*backward)(const fedci_layer *L, const fedci_exec *e, const float *P, const float *x,
+                     const float *y, const float *save, const float *dy, float *dx, float *dP,
+                     double *pe_sq, int B);
+} fedci_layer_ops;
+
+const fedci_layer_ops *fedci_layer_ops_get(fedci_layer_kind kind);
+
+extern const fedci_layer_ops fedci_dense_ops;
+extern const fedci_layer_ops fedci_conv_ops;
+extern const fedci_layer_ops fedci_maxpool_ops;
+extern const fedci_layer_ops fedci_avgpool_ops;
+extern const fedci_layer_ops fedci_relu_ops;
+extern const fedci_layer_ops fedci_tanh_ops;
+extern const fedci_layer_ops fedci_sigmoid_ops;
+extern const fedci_layer_ops fedci_dropout_ops;
+extern const fedci_layer_ops fedci_flatten_ops;
+extern const fedci_layer_ops fedci_embed_ops;
+extern const fedci_layer_ops fedci_lstm_ops;
+extern const fedci_layer_ops fedci_groupnorm_ops;
+
+/* Engine limits: every GEMM dimension fits an int with room to spare. */
+#define FEDCI_MAX_DIM (1 << 24)         /* units, channels, spatial sizes, sequence length */
+#define FEDCI_MAX_SAMPLE ((size_t)1 << 28) /* floats per sample in any activation */
+#define FEDCI_MAX_PARAMS ((size_t)1 << 31) /* floats in the parameter buffer */
+
+/*
+ * The gemm adapter: C[M,N] = alpha * op(A) * op(B) + beta * C, row-major, op = transpose
+ * when ta/tb. Every matrix product of the engine goes through here. With beta == 0, C is
+ * not read (NaN in C does not propagate).
+ */
+void fedci_gemm(int ta, int tb, int M, int N, int K, float alpha, const float *A, int lda,
+                const float *B, int ldb, float beta, float *C, int ldc);
+/* The plain-C kernel: the fallback without BLAS and the tests' oracle. */
+void fedci_gemm_plain(int ta, int tb, int M, int N, int K, float alpha, const float *A,
+                      int lda, const float *B, int ldb, float beta, float *C, int ldc);
+/* The BLAS path only (falls back to plain without BLAS), for tests comparing the two. */
+void fedci_gemm_blas(int ta, int tb, int M, int N, int K, float alpha, const float *A,
+                     int lda, const float *B, int ldb, float beta, float *C, int ldc);
+/* Applies the default BLAS threading once per process (1 thread unless set). */
+void fedci_blas_threads_default(void);
+
+/*
+ * Losses over logits z[B x O]. Adds each sample's loss to the returned sum (and to
+ * per_ex[i] when not NULL, overwriting it); when dz is not NULL writes d(loss_i)/dz * gscale.
+ * When correct is not NULL adds the number of correct predictions. Labels must be valid
+ * (checked by the caller).
+ */
+double fedci_loss(fedc_loss_kind kind, const float *z, const int32_t *y, int B, int O,
+                  float gscale, float *dz, double *per_ex, int64_t *correct);
+const char *fedci_loss_name(fedc_loss_kind kind);
+
+struct fedc_model {
+    size_t nlayers;
+    fedci_layer *layers;
+    int in_ndim;
+    int64_t in_shape[3];
+    size_t in_n;
+    int out_n;
+    fedc_loss_kind loss;
+    int tokens;                   /* first layer is embed: x holds token indices */
+    int vocab;
+    int ghost;                    /* every layer with parameters supports per-example norms */
+    size_t first_param_layer;     /* backward stops there (nlayers when there are none) */
+    fedc_layout *layout;
+    char *spec;
+    double flops;
+};
+
+/* Per-layer activation sizing helpers (model.c). */
+size_t fedci_layer_scratch(const fedci_layer *L, int B);
+
+#endif

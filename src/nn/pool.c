@@ -1,0 +1,147 @@
+/*
+ * 2-D max and average pooling over each channel, window k, stride s, no padding
+ * (out = (in - k) / s + 1, PyTorch's floor mode). Max pooling remembers the argmax of every
+ * output so its backward is a scatter; ties go to the first maximum in scan order.
+ */
+#include <string.h>
+
+#include "fedc/status.h"
+#include "nn/nn_internal.h"
+
+static fedc_status pool_setup(fedci_layer *L, const char *where, fedc_err *err)
+{
+    if (L->in_ndim == 2) {
+        L->in[2] = L->in[1];
+        L->in[1] = L->in[0];
+        L->in[0] = 1;
+        L->in_ndim = 3;
+    }
+    if (L->in_ndim != 3)
+        return fedc_err_set(err, FEDC_ERR_SHAPE,
+                            "%s: pooling needs an image input (C,H,W), got a 1-D input of %zu",
+                            where, L->in_n);
+    const int H = L->in[1], W = L->in[2], k = L->k, s = L->stride;
+    if (k > H || k > W)
+        return fedc_err_set(err, FEDC_ERR_SHAPE, "%s: window %dx%d is larger than the %dx%d input",
+                            where, k, k, H, W);
+    L->out_ndim = 3;
+    L->out[0] = L->in[0];
+    L->out[1] = (H - k) / s + 1;
+    L->out[2] = (W - k) / s + 1;
+    if (L->kind == FEDCI_MAXPOOL)
+        L->save_ps = (size_t)L->out[0] * L->out[1] * L->out[2]; /* int32 argmax per output */
+    return FEDC_OK;
+}
+
+static void maxpool_forward(const fedci_layer *L, const fedci_exec *e, const float *P,
+                            const float *x, float *y, float *save, int B)
+{
+    (void)e;
+    (void)P;
+    const int C = L->in[0], H = L->in[1], W = L->in[2], k = L->k, s = L->stride;
+    const int Ho = L->out[1], Wo = L->out[2];
+    int32_t *arg = (int32_t *)save;
+    for (int b = 0; b < B; b++)
+        for (int c = 0; c < C; c++) {
+            const float *src = x + (size_t)b * L->in_n + (size_t)c * H * W;
+            size_t o = (size_t)b * L->out_n + (size_t)c * Ho * Wo;
+            for (int oh = 0; oh < Ho; oh++)
+                for (int ow = 0; ow < Wo; ow++, o++) {
+                    int best = (oh * s) * W + ow * s;
+                    float m = src[best];
+                    for (int i = 0; i < k; i++) {
+                        const float *r = src + (size_t)(oh * s + i) * W + ow * s;
+                        for (int j = 0; j < k; j++)
+                            if (r[j] > m) {
+                                m = r[j];
+                                best = (oh * s + i) * W + ow * s + j;
+                            }
+                    }
+                    y[o] = m;
+                    arg[o] = best;
+                }
+        }
+}
+
+static void maxpool_backward(const fedci_layer *L, const fedci_exec *e, const float *P,
+                             const float *x, const float *y, const float *save, const float *dy,
+                             float *dx, float *dP, double *pe_sq, int B)
+{
+    (void)e;
+    (void)P;
+    (void)x;
+    (void)y;
+    (void)dP;
+    (void)pe_sq;
+    if (!dx) return;
+    const int C = L->in[0], HW = L->in[1] * L->in[2], HWo = L->out[1] * L->out[2];
+    const int32_t *arg = (const int32_t *)save;
+    memset(dx, 0, (size_t)B * L->in_n * sizeof *dx);
+    for (int b = 0; b < B; b++)
+        for (int c = 0; c < C; c++) {
+            float *d = dx + (size_t)b * L->in_n + (size_t)c * HW;
+            size_t o = (size_t)b * L->out_n + (size_t)c * HWo;
+            for (int p = 0; p < HWo; p++) d[arg[o + p]] += dy[o + p];
+        }
+}
+
+static void avgpool_forward(const fedci_layer *L, const fedci_exec *e, const float *P,
+                            const float *x, float *y, float *save, int B)
+{
+    (void)e;
+    (void)P;
+    (void)save;
+    const int C = L->in[0], H = L->in[1], W = L->in[2], k = L->k, s = L->stride;
+    const int Ho = L->out[1], Wo = L->out[2];
+    const float inv = 1.0f / (float)(k * k);
+    for (int b = 0; b < B; b++)
+        for (int c = 0; c < C; c++) {
+            const float *src = x + (size_t)b * L->in_n + (size_t)c * H * W;
+            float *o = y + (size_t)b * L->out_n + (size_t)c * Ho * Wo;
+            for (int oh = 0; oh < Ho; oh++)
+                for (int ow = 0; ow < Wo; ow++) {
+                    float acc = 0.0f;
+                    for (int i = 0; i < k; i++) {
+                        const float *r = src + (size_t)(oh * s + i) * W + ow * s;
+                        for (int j = 0; j < k; j++) acc += r[j];
+                    }
+                    o[oh * Wo + ow] = acc * inv;
+                }
+        }
+}
+
+static void avgpool_backward(const fedci_layer *L, const fedci_exec *e, const float *P,
+                             const float *x, const float *y, const float *save, const float *dy,
+                             float *dx, float *dP, double *pe_sq, int B)
+{
+    (void)e;
+    (void)P;
+    (void)x;
+    (void)y;
+    (void)save;
+    (void)dP;
+    (void)pe_sq;
+    if (!dx) return;
+    const int C = L->in[0], H = L->in[1], W = L->in[2], k = L->k, s = L->stride;
+    const int Ho = L->out[1], Wo = L->out[2];
+    const float inv = 1.0f / (float)(k * k);
+    memset(dx, 0, (size_t)B * L->in_n * sizeof *dx);
+    for (int b = 0; b < B; b++)
+        for (int c = 0; c < C; c++) {
+            float *d = dx + (size_t)b * L->in_n + (size_t)c * H * W;
+            const float *g = dy + (size_t)b * L->out_n + (size_t)c * Ho * Wo;
+            for (int oh = 0; oh < Ho; oh++)
+                for (int ow = 0; ow < Wo; ow++) {
+                    float v = g[oh * Wo + ow] * inv;
+                    for (int i = 0; i < k; i++) {
+                        float *r = d + (size_t)(oh * s + i) * W + ow * s;
+                        for (int j = 0; j < k; j++) r[j] += v;
+                    }
+                }
+        }
+}
+
+const fedci_layer_ops fedci_maxpool_ops = {"maxpool", 0, pool_setup, maxpool_forward,
+                                           maxpool_backward};
+const fedci_layer_ops fedci_avgpool_ops = {"avgpool", 0, pool_setup, avgpool_forward,
+                                           avgpool_backward};

@@ -1,0 +1,78 @@
+/*
+ * Cross-key validation of the [dp] configuration: the constraints between dp.* and the rest of
+ * the run (clients.*, run.*) that per-key bounds in src/core/config_keys.c cannot express.
+ */
+#include <assert.h>
+#include <math.h>
+#include <string.h>
+
+#include "fedc/alloc.h"
+#include "fedc/privacy.h"
+
+fedc_status fedc_dp_config_check(const fedc_config *cfg, fedc_err *err)
+{
+    assert(cfg);
+    const char *mode = fedc_config_str(cfg, "dp.mode");
+    int central_or_local = strcmp(mode, "off") != 0;
+    if (!central_or_local && !fedc_config_bool(cfg, "dp.sgd")) return FEDC_OK;
+
+    int64_t n = fedc_config_int(cfg, "clients.count");
+    int64_t k = fedc_config_int(cfg, "clients.per_round");
+    double delta = fedc_config_double(cfg, "dp.delta");
+    double z = fedc_config_double(cfg, "dp.noise_multiplier");
+    if (n <= 0 || k <= 0 || k > n)
+        return fedc_err_set(err, FEDC_ERR_CONFIG,
+                            "clients.per_round = %lld with clients.count = %lld: the sampling "
+                            "rate %g is outside (0, 1]",
+                            (long long)k, (long long)n, n > 0 ? (double)k / (double)n : 0.0);
+    double q = (double)k / (double)n;
+    if (!(delta < 1.0 / (double)n))
+        return fedc_err_set(err, FEDC_ERR_CONFIG,
+                            "dp.delta = %g must be < 1/clients.count = %g (%lld clients): a "
+                            "larger delta allows releasing one client's data outright",
+                            delta, 1.0 / (double)n, (long long)n);
+    double *orders = NULL;
+    size_t norders = 0;
+    fedc_status st = fedc_rdp_orders_parse(fedc_config_str(cfg, "dp.orders"), &orders, &norders,
+                                           err);
+    if (st != FEDC_OK) {
+        if (st != FEDC_ERR_NOMEM) {
+            fedc_err_prefix(err, "dp.orders: ");
+            if (err) err->code = FEDC_ERR_CONFIG;
+            st = FEDC_ERR_CONFIG;
+        }
+        return st;
+    }
+    if (central_or_local && fedc_config_bool(cfg, "dp.adaptive_clip")) {
+        double sb = fedc_config_double(cfg, "dp.clipped_count_stddev");
+        if (sb == 0.0) sb = (double)k / 20.0;
+        double zd;
+        if (fedc_dp_noise_split(z, sb, &zd, NULL) != FEDC_OK) {
+            fedc_free(orders);
+            return fedc_err_set(err, FEDC_ERR_CONFIG,
+                                "dp.noise_multiplier = %g must be < 2 * clipped-count stddev = "
+                                "%g with dp.adaptive_clip (dp.clipped_count_stddev, default "
+                                "clients.per_round / 20)",
+                                z, 2.0 * sb);
+        }
+    }
+    double budget = fedc_config_double(cfg, "dp.epsilon_budget");
+    /* Central DP: one round is one step at q. (Local DP's accounting is per client and not
+     * amplified by the server's sampling; the engine checks its budget itself.) */
+    if (strcmp(mode, "central") == 0 && budget > 0.0) {
+        double eps = 0.0, order = 0.0;
+        fedc_err e2;
+        fedc_err_clear(&e2);
+        st = fedc_dp_epsilon(q, z, 1, delta, orders, norders, &eps, &order, &e2);
+        if (st == FEDC_OK && eps > budget)
+            st = fedc_err_set(err, FEDC_ERR_CONFIG,
+                              "dp.epsilon_budget = %g is spent by the first round alone "
+                              "(epsilon %g at q = %g, z = %g, delta = %g)",
+                              budget, eps, q, z, delta);
+        else if (st != FEDC_OK)
+            st = fedc_err_set(err, st == FEDC_ERR_NOMEM ? st : FEDC_ERR_CONFIG, "dp: %s",
+                              fedc_err_message(&e2));
+    }
+    fedc_free(orders);
+    return st;
+}

@@ -1,0 +1,311 @@
+/*
+ * The in-process simulation transport: a pool of worker threads trains the round's selected
+ * clients and hands each result to the round engine as it is ready.
+ *
+ * Work distribution: a shared atomic cursor over the round's (sorted) client list; any
+ * worker may train any client, since training is a pure function of (seed, round, client,
+ * global model). Per-worker buffers (trainer state, update and control-delta vectors) are
+ * allocated once per run.
+ */
+#include <math.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "fedc/alloc.h"
+#include "fedc/log.h"
+#include "fedc/sim.h"
+
+typedef struct sim_worker {
+    void *state;         /* trainer's per-worker state */
+    int state_ready;
+    float *update;       /* num_params */
+    float *control_delta; /* num_params, SCAFFOLD only */
+    fedc_status fatal;   /* an error that stops the run (out of memory, trainer bug) */
+    fedc_err err;
+} sim_worker;
+
+typedef struct sim_run {
+    fedc_engine *engine;
+    const fedc_trainer *trainer;
+    const fedc_config *cfg;
+    size_t num_params;
+    int nworkers;
+    sim_worker *workers;
+    /* SCAFFOLD: each client's control variate, allocated on first participation */
+    float **client_control;
+    uint32_t num_clients;
+    /* the current job */
+    const uint32_t *clients;
+    size_t nclients;
+    atomic_size_t cursor;
+    int job; /* JOB_FIT or JOB_EVAL */
+    uint32_t round;
+    /* federated evaluation results, per position in `clients` */
+    fedc_eval_out *eval_out;
+    fedc_status *eval_status;
+} sim_run;
+
+enum { JOB_FIT, JOB_EVAL };
+
+static double now_seconds(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+int fedc_sim_default_threads(void)
+{
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    return n > 0 ? (int)n : 1;
+}
+
+static fedc_status fit_one(sim_run *run, sim_worker *w, uint32_t client)
+{
+    fedc_fit_ins ins;
+    fedc_engine_fit_ins(run->engine, client, &ins);
+    if (run->client_control) {
+        /* lazily created, zero: SCAFFOLD's c_i starts at 0. Only this worker touches this
+         * client in this round, and rounds are sequential. */
+        if (!run->client_control[client]) {
+            run->client_control[client] = fedc_calloc(run->num_params, sizeof(float));
+            if (!run->client_control[client])
+                return fedc_err_set(&w->err, FEDC_ERR_NOMEM, "client %u: control variate",
+                                    client);
+        }
+        ins.client_control = run->client_control[client];
+    }
+    fedc_fit_out out;
+    memset(&out, 0, sizeof out);
+    out.update = w->update;
+    out.control_delta = run->client_control ? w->control_delta : NULL;
+    out.loss_before = NAN;
+    double t0 = now_seconds();
+    fedc_err ferr;
+    fedc_err_clear(&ferr);
+    fedc_status st = run->trainer->ops->fit(run->trainer->shared, w->state, &ins, &out, &ferr);
+    double dt = now_seconds() - t0;
+    if (st == FEDC_ERR_NOMEM || st == FEDC_ERR_INTERNAL) {
+        w->err = ferr;
+        return st;
+    }
+    if (st != FEDC_OK) {
+        fedc_engine_report_failure(run->engine, client, fedc_err_message(&ferr));
+        return FEDC_OK;
+    }
+    fedc_err serr;
+    fedc_err_clear(&serr);
+    fedc_engine_submit(run->engine, client, &out, dt, &serr); /* refusals are counted there */
+    return FEDC_OK;
+}
+
+static fedc_status eval_one(sim_run *run, sim_worker *w, size_t pos)
+{
+    fedc_eval_ins ins = {run->round, run->clients[pos], fedc_engine_global(run->engine),
+                         run->num_params, run->cfg};
+    fedc_err eerr;
+    fedc_err_clear(&eerr);
+    fedc_status st = run->trainer->ops->evaluate(run->trainer->shared, w->state, &ins,
+                                                 &run->eval_out[pos], &eerr);
+    run->eval_status[pos] = st;
+    if (st == FEDC_ERR_NOMEM || st == FEDC_ERR_INTERNAL) {
+        w->err = eerr;
+        return st;
+    }
+    return FEDC_OK;
+}
+
+typedef struct worker_arg {
+    sim_run *run;
+    sim_worker *w;
+} worker_arg;
+
+static void *worker_main(void *p)
+{
+    worker_arg *a = p;
+    sim_run *run = a->run;
+    for (;;) {
+        size_t i = atomic_fetch_add(&run->cursor, 1);
+        if (i >= run->nclients) break;
+        fedc_status st = run->job == JOB_FIT ? fit_one(run, a->w, run->clients[i])
+                                              : eval_one(run, a->w, i);
+        if (st != FEDC_OK) {
+            a->w->fatal = st;
+            atomic_store(&run->cursor, run->nclients); /* stop the others early */
+            break;
+        }
+    }
+    return NULL;
+}
+
+/* Runs the current job over run->clients with all workers; the calling thread is worker 0. */
+static fedc_status run_job(sim_run *run, fedc_err *err)
+{
+    atomic_store(&run->cursor, 0);
+    int nthreads = run->nworkers;
+    if ((size_t)nthreads > run->nclients) nthreads = run->nclients ? (int)run->nclients : 1;
+    pthread_t tid[nthreads];
+    worker_arg args[nthreads];
+    int started = 1;
+    for (int t = 0; t < nthreads; t++) args[t] = (worker_arg){run, &run->workers[t]};
+    for (int t = 1; t < nthreads; t++) {
+        if (pthread_create(&tid[t], NULL, worker_main, &args[t]) != 0) break;
+        started++;
+    }
+    worker_main(&args[0]);
+    for (int t = 1; t < started; t++) pthread_join(tid[t], NULL);
+    for (int t = 0; t < nthreads; t++) {
+        if (run->workers[t].fatal != FEDC_OK) {
+            if (err) *err = run->workers[t].err;
+            return run->workers[t].fatal;
+        }
+    }
+    return FEDC_OK;
+}
+
+static void run_fini(sim_run *run)
+{
+    if (run->workers) {
+        for (int t = 0; t < run->nworkers; t++) {
+            sim_worker *w = &run->workers[t];
+            if (w->state_ready && run->trainer->ops->worker_fini) run->trainer->ops->worker_fini(w->state);
+            fedc_free(w->state);
+            fedc_free(w->update);
+            fedc_free(w->control_delta);
+        }
+        fedc_free(run->workers);
+    }
+    if (run->client_control) {
+        for (uint32_t c = 0; c < run->num_clients; c++) fedc_free(run->client_control[c]);
+        fedc_free(run->client_control);
+    }
+    fedc_free(run->eval_out);
+    fedc_free(run->eval_status);
+}
+
+static fedc_status run_init(sim_run *run, int nworkers, fedc_err *err)
+{
+    const fedc_trainer_ops *ops = run->trainer->ops;
+    run->nworkers = nworkers;
+    run->workers = fedc_calloc((size_t)nworkers, sizeof *run->workers);
+    if (!run->workers) return fedc_err_set(err, FEDC_ERR_NOMEM, "simulation: out of memory");
+    int scaffold = fedc_engine_needs_control(run->engine);
+    for (int t = 0; t < nworkers; t++) {
+        sim_worker *w = &run->workers[t];
+        w->state = fedc_calloc(1, ops->worker_size ? ops->worker_size : 1);
+        w->update = fedc_malloc(run->num_params * sizeof(float));
+        w->control_delta = scaffold ? fedc_malloc(run->num_params * sizeof(float)) : NULL;
+        if (!w->state || !w->update || (scaffold && !w->control_delta))
+            return fedc_err_set(err, FEDC_ERR_NOMEM, "simulation: out of memory for worker %d",
+                                t);
+        if (ops->worker_init) FEDC_TRY(ops->worker_init(run->trainer->shared, w->state, err));
+        w->state_ready = 1;
+    }
+    if (scaffold) {
+        run->client_control = fedc_calloc(run->num_clients, sizeof(float *));
+        if (!run->client_control)
+            return fedc_err_set(err, FEDC_ERR_NOMEM, "simulation: out of memory");
+    }
+    return FEDC_OK;
+}
+
+/* Centralized and federated evaluation after a round, into rec. */
+static fedc_status evaluate(sim_run *run, fedc_round_record *rec, fedc_err *err)
+{
+    const fedc_trainer_ops *ops = run->trainer->ops;
+    if (fedc_engine_eval_due(run->engine, rec->round)) {
+        fedc_eval_ins ins = {rec->round, FEDC_CLIENT_SERVER, fedc_engine_global(run->engine),
+                             run->num_params, run->cfg};
+        fedc_eval_out out;
+        fedc_status st = ops->evaluate(run->trainer->shared, run->workers[0].state, &ins, &out,
+                                       err);
+        if (st == FEDC_OK) {
+            rec->evaluated = 1;
+            rec->test_loss = out.loss;
+            rec->test_accuracy = out.accuracy;
+        } else if (st != FEDC_ERR_NOTFOUND) { /* NOTFOUND: no central test set */
+            return st;
+        }
+    }
+    const uint32_t *ids;
+    size_t n;
+    fedc_engine_eval_clients(run->engine, rec->round, &ids, &n);
+    if (n == 0) return FEDC_OK;
+    fedc_eval_out *o = fedc_realloc(run->eval_out, n * sizeof *o);
+    if (!o) return fedc_err_set(err, FEDC_ERR_NOMEM, "simulation: out of memory");
+    run->eval_out = o;
+    fedc_status *s = fedc_realloc(run->eval_status, n * sizeof *s);
+    if (!s) return fedc_err_set(err, FEDC_ERR_NOMEM, "simulation: out of memory");
+    run->eval_status = s;
+    run->job = JOB_EVAL;
+    run->clients = ids;
+    run->nclients = n;
+    run->round = rec->round;
+    FEDC_TRY(run_job(run, err));
+    /* weighted by examples, summed in client order: deterministic */
+    double loss = 0, acc = 0;
+    uint64_t total = 0;
+    uint32_t used = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (s[i] != FEDC_OK || o[i].num_examples == 0) continue;
+        loss += o[i].loss * (double)o[i].num_examples;
+        acc += o[i].accuracy * (double)o[i].num_examples;
+        total += o[i].num_examples;
+        used++;
+    }
+    if (total > 0) {
+        rec->fed_evaluated = 1;
+        rec->fed_clients = used;
+        rec->fed_loss = loss / (double)total;
+        rec->fed_accuracy = acc / (double)total;
+    }
+    return FEDC_OK;
+}
+
+fedc_status fedc_sim_run(fedc_engine *engine, const fedc_trainer *trainer,
+                         const fedc_config *cfg, const fedc_sim_opts *opts, fedc_err *err)
+{
+    sim_run run;
+    memset(&run, 0, sizeof run);
+    run.engine = engine;
+    run.trainer = trainer;
+    run.cfg = cfg;
+    run.num_params = fedc_engine_num_params(engine);
+    run.num_clients = (uint32_t)fedc_config_int(cfg, "clients.count");
+    int threads = opts && opts->threads > 0 ? opts->threads : (int)fedc_config_int(cfg, "run.threads");
+    if (threads <= 0) threads = fedc_sim_default_threads();
+    fedc_status st = run_init(&run, threads, err);
+    uint32_t rounds = (uint32_t)fedc_config_int(cfg, "run.rounds");
+    while (st == FEDC_OK && fedc_engine_last_round(engine) < rounds) {
+        double t0 = now_seconds();
+        const uint32_t *clients;
+        size_t n;
+        st = fedc_engine_round_begin(engine, &clients, &n, err);
+        if (st != FEDC_OK) break;
+        run.job = JOB_FIT;
+        run.clients = clients;
+        run.nclients = n;
+        st = run_job(&run, err);
+        if (st != FEDC_OK) break;
+        fedc_round_record rec;
+        fedc_err rerr;
+        fedc_err_clear(&rerr);
+        st = fedc_engine_round_end(engine, &rec, &rerr);
+        if (st == FEDC_ERR_ABORTED) {
+            fedc_log(FEDC_LOG_WARN, "sim", "round %u: %s", rec.round, fedc_err_message(&rerr));
+            st = FEDC_OK;
+        } else if (st != FEDC_OK) {
+            if (err) *err = rerr;
+            break;
+        }
+        st = evaluate(&run, &rec, err);
+        if (st != FEDC_OK) break;
+        rec.seconds = now_seconds() - t0;
+        if (opts && opts->on_round && opts->on_round(opts->user, &rec)) break;
+    }
+    run_fini(&run);
+    return st;
+}
