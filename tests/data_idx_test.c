@@ -286,6 +286,48 @@ static void test_malformed(void **state)
     free(dir);
 }
 
+/* Big-endian float32 IDX with 2 dimensions: features as they are, shape {d}; NaN refused. */
+static void test_float_samples(void **state)
+{
+    (void)state;
+    char *dir = tu_tempdir("idxf");
+    unsigned char img[64] = {0, 0, 0x0D, 2, 0, 0, 0, 2, 0, 0, 0, 3};
+    float vals[6] = {1.5f, -2.0f, 0.25f, 1e30f, 0.0f, -7.0f};
+    for (int i = 0; i < 6; i++) {
+        uint32_t u;
+        memcpy(&u, &vals[i], 4);
+        img[12 + 4 * i] = (unsigned char)(u >> 24);
+        img[13 + 4 * i] = (unsigned char)(u >> 16);
+        img[14 + 4 * i] = (unsigned char)(u >> 8);
+        img[15 + 4 * i] = (unsigned char)u;
+    }
+    unsigned char lbl[16];
+    size_t nl = make_labels(lbl, 2, 2);
+    char *ip = join(dir, "f-img"), *lp = join(dir, "f-lbl");
+    tu_write_file(ip, img, 36);
+    tu_write_file(lp, lbl, nl);
+    char spec[1024];
+    snprintf(spec, sizeof spec, "idx:%s,%s", ip, lp);
+    fedc_dataset *tr = NULL;
+    fedc_err err;
+    assert_int_equal(fedc_data_load(spec, &tr, NULL, &err), FEDC_OK);
+    int64_t shape[FEDC_DATA_MAX_DIMS];
+    assert_int_equal(fedc_dataset_shape(tr, shape), 1);
+    assert_int_equal(shape[0], 3);
+    assert_memory_equal(fedc_dataset_x(tr), vals, sizeof vals);
+    assert_int_equal(fedc_dataset_num_classes(tr), 2);
+    fedc_dataset_destroy(tr);
+    /* the fourth value becomes NaN: offset 12 + 3 * 4 = 24 */
+    img[24] = 0x7f;
+    img[25] = 0xc0;
+    tu_write_file(ip, img, 36);
+    expect_fail(spec, FEDC_ERR_NONFINITE, "f-img", "offset 24");
+    free(ip);
+    free(lp);
+    tu_rmtree(dir);
+    free(dir);
+}
+
 static void test_dir_lookup(void **state)
 {
     (void)state;
@@ -400,6 +442,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_plain_and_gz_dir),
         cmocka_unit_test(test_malformed),
+        cmocka_unit_test(test_float_samples),
         cmocka_unit_test(test_dir_lookup),
         cmocka_unit_test(test_bad_specs),
         cmocka_unit_test(test_alloc_failures),

@@ -272,6 +272,157 @@ void fedc_adaptive_clip_update(fedc_adaptive_clip *ac, fedc_dp_noise *noise, dou
 fedc_status fedc_dp_noise_split(double z, double count_stddev, double *z_delta, fedc_err *err);
 
 /* ---------------------------------------------------------------------------------------------
+ * The client's side of user-level DP: what a client does to its update after training and
+ * before the update leaves the device (DESIGN.md: update -> clip (DP) -> compress -> mask).
+ * It is a step of the client pipeline, not of the trainer, so that every trainer (the built-in
+ * one, a custom one, a deployed client) gets it: a transport's client half calls
+ * fedc_dp_client_apply on the update that trainer->fit produced, with the task the round
+ * engine gave it (fedc_engine_dp_task), and hands the report back with the update
+ * (fedc_engine_submit_dp).
+ * ------------------------------------------------------------------------------------------- */
+
+/* What the server asks a client to do to its update. All zero: nothing. */
+typedef struct fedc_dp_client_task {
+    double clip;         /* clip the update to L2 norm <= clip; 0: do not clip */
+    double noise_stddev; /* local DP: then add N(0, noise_stddev^2) to every coordinate; 0: none */
+    int seeded_noise;    /* 1: the noise comes from the seeded stream (seed, round, client,
+                            FEDC_RNG_NOISE_TEST): reproducible and NOT private (tests only) */
+    uint64_t seed;
+    uint32_t round, client;
+} fedc_dp_client_task;
+
+/* What the client reports besides its update. */
+typedef struct fedc_dp_client_report {
+    int unclipped; /* 1 when the update's norm was <= clip (adaptive clipping's bit b_i); 1 when
+                      the task did not clip */
+} fedc_dp_client_report;
+
+/*
+ * Applies task to update[0..n-1] in place: clip (fedc_dp_clip_l2), then local noise
+ * (fedc_dp_noise_add, secure unless task->seeded_noise). report (may be NULL) gets the
+ * clipped bit. Thread-safe (no shared state; the secure noise source lives on the stack and
+ * is wiped). Errors: FEDC_ERR_NONFINITE (the update holds a NaN or Inf: it must not be sent),
+ * FEDC_ERR_RANGE (a negative or non-finite clip or stddev), FEDC_ERR_CRYPTO (no secure noise
+ * source). On error the update may be partly processed: do not send it.
+ */
+fedc_status fedc_dp_client_apply(const fedc_dp_client_task *task, size_t n, float *update,
+                                 fedc_dp_client_report *report, fedc_err *err);
+
+/* ---------------------------------------------------------------------------------------------
+ * The DP state of a run, as the round engine keeps it (src/privacy/dp_run.c; docs/PRIVACY.md
+ * "DP in the round engine"). One object holds the user-level mechanism's server side
+ * (dp.mode = central: clipped updates folded into an exact sum, Gaussian noise on the sum,
+ * division by the fixed denominator clients.per_round, adaptive clipping), the accountants
+ * (user-level; example-level DP-SGD per client) and the budget. The engine calls it around the
+ * strategy; other code rarely needs it directly.
+ * ------------------------------------------------------------------------------------------- */
+
+typedef enum fedc_dp_mode {
+    FEDC_DP_OFF = 0,
+    FEDC_DP_CENTRAL = 1, /* DP-FedAvg: clip, noised sum on the server (McMahan et al. 2018) */
+    FEDC_DP_LOCAL = 2    /* each client clips and noises its own update */
+} fedc_dp_mode;
+
+/* The DP side of one round, for the round's record. Fields that do not apply are NAN. */
+typedef struct fedc_dp_round_info {
+    fedc_dp_mode mode;
+    int sgd;                   /* example-level DP-SGD runs on the clients */
+    int seeded;                /* seeded test noise: the numbers below are NOT a guarantee */
+    int released;              /* central: a noised aggregate was released this round */
+    double clip;               /* user-level clip C used this round */
+    double next_clip;          /* the clip of the next round (adaptive clipping), else = clip */
+    double noise_multiplier;   /* z the accountant is fed (user level) */
+    double update_noise_multiplier; /* z on the update sum (z_delta with adaptive clipping) */
+    double noise_stddev;       /* central: stddev of the noise on the mean update,
+                                  z_delta C / clients.per_round; local: z C on each update */
+    double unclipped_fraction; /* adaptive clipping: the noised fraction b of unclipped updates */
+    double epsilon;            /* user-level eps spent so far at dp.delta (local: the largest
+                                  over clients); NAN with dp.mode = off */
+    double order;              /* the RDP order attaining it */
+    double sgd_epsilon;        /* example-level eps of DP-SGD so far, the largest over clients */
+    double sgd_order;
+    uint64_t steps;            /* central: rounds released (accountant steps); local: the most
+                                  participations of one client */
+} fedc_dp_round_info;
+
+typedef struct fedc_dp_run fedc_dp_run;
+
+/* Number of training examples of a client (0 if unknown), for predicting DP-SGD's cost. */
+typedef uint64_t (*fedc_dp_examples_fn)(const void *ctx, uint32_t client);
+
+/*
+ * The DP state for a run configured by cfg (which must outlive it) over models of num_params
+ * floats. Checks the [dp] section first (fedc_dp_config_check). *out is NULL, with FEDC_OK,
+ * when DP is off (dp.mode = off and dp.sgd = false). examples (may be NULL) tells DP-SGD's
+ * budget check how many examples a client holds. Logs a warning when dp.seeded_noise is set.
+ * Errors: those of fedc_dp_config_check, FEDC_ERR_CRYPTO, FEDC_ERR_NOMEM.
+ */
+fedc_status fedc_dp_run_create(const fedc_config *cfg, size_t num_params,
+                               fedc_dp_examples_fn examples, const void *examples_ctx,
+                               fedc_dp_run **out, fedc_err *err);
+void fedc_dp_run_destroy(fedc_dp_run *dp); /* NULL allowed */
+
+fedc_dp_mode fedc_dp_run_mode(const fedc_dp_run *dp);
+
+/*
+ * Would running `round` with these selected clients exceed dp.epsilon_budget? FEDC_OK when it
+ * fits (or there is no budget), FEDC_ERR_BUDGET with a message naming the eps it would reach
+ * otherwise. *eps_after (may be NULL) gets that eps (the user-level one; DP-SGD's when
+ * dp.mode = off). The budget applies to the user-level guarantee when dp.mode is central or
+ * local, else to DP-SGD's example-level one. Errors also: FEDC_ERR_NOMEM.
+ */
+fedc_status fedc_dp_run_check_round(fedc_dp_run *dp, const uint32_t *clients, size_t n,
+                                    double *eps_after, fedc_err *err);
+
+/* Starts a round (clears the round's sum and counts; seeds the test noise). */
+void fedc_dp_run_round_begin(fedc_dp_run *dp, uint32_t round);
+
+/* The task of `client` in the open round (clip and local noise). Thread-safe. */
+void fedc_dp_run_client_task(const fedc_dp_run *dp, uint32_t client, fedc_dp_client_task *task);
+
+/*
+ * Central DP, on arrival, from any thread (no shared state is written): makes update
+ * (num_params floats, modified in place) a contribution of L2 norm <= C. With dp.clip_on =
+ * server it is clipped here; with client it was clipped on the client and the clip here only
+ * enforces the bound (a no-op for a correct client; a larger update is clipped and logged).
+ * Then each coordinate below 2^-9 in magnitude is rounded toward zero to the exact sum's grid
+ * (2^-32), so that the sum's own rounding cannot raise the norm above C. *unclipped gets the
+ * client's bit for adaptive clipping: from report (required with clip_on = client and adaptive
+ * clipping) or from the norm seen here. Errors: FEDC_ERR_NONFINITE (NaN/Inf, naming the
+ * index), FEDC_ERR_INVALID (the bit is missing).
+ */
+fedc_status fedc_dp_run_prepare(const fedc_dp_run *dp, uint32_t client, float *update,
+                                const fedc_dp_client_report *report, int *unclipped,
+                                fedc_err *err);
+
+/* Central DP: folds a prepared update (weight 1) into the round's exact sum and its bit into
+ * the adaptive count. Not thread-safe (the engine holds its lock). Errors: FEDC_ERR_RANGE (the
+ * exact sum's range), FEDC_ERR_NONFINITE. On error nothing is folded. */
+fedc_status fedc_dp_run_fold(fedc_dp_run *dp, const float *update, int unclipped, fedc_err *err);
+
+/* Records that `client` released an update this round (local DP: one participation; DP-SGD:
+ * `steps` steps at q = min(1, train.batch_size / num_examples)). Call for every update a client
+ * sent, accepted or not: it was released. Not thread-safe. Errors: FEDC_ERR_NOMEM. */
+fedc_status fedc_dp_run_charge(fedc_dp_run *dp, uint32_t client, uint64_t num_examples,
+                               uint64_t steps, fedc_err *err);
+
+/*
+ * Ends the round. With release (central DP and the round reached its quorum): mean_out
+ * (num_params floats) gets (sum + N(0, (z_delta C)^2)) / clients.per_round, the accountant
+ * records one step at (q, z), and the adaptive clip is updated from the noised count. Without
+ * release nothing is spent and the clip stays. info gets the round's DP record (eps so far).
+ * Errors: FEDC_ERR_STATE (release outside central mode), FEDC_ERR_RANGE / FEDC_ERR_NOMEM from
+ * the accountant.
+ */
+fedc_status fedc_dp_run_round_end(fedc_dp_run *dp, int release, float *mean_out,
+                                  fedc_dp_round_info *info, fedc_err *err);
+
+/* Restoring a checkpoint of round `rounds`: central DP charges `rounds` steps (an upper bound:
+ * exact when no round missed its quorum); the adaptive clip restarts from dp.clip. Local DP
+ * and DP-SGD keep per-client accounts that checkpoints do not hold yet: FEDC_ERR_UNSUPPORTED. */
+fedc_status fedc_dp_run_restore(fedc_dp_run *dp, uint32_t rounds, fedc_err *err);
+
+/* ---------------------------------------------------------------------------------------------
  * Configuration
  * ------------------------------------------------------------------------------------------- */
 
@@ -284,8 +435,13 @@ fedc_status fedc_dp_noise_split(double z, double count_stddev, double *z_delta, 
  *   - dp.orders must parse (fedc_rdp_orders_parse);
  *   - with dp.adaptive_clip, dp.noise_multiplier must be < 2 * sigma_b (fedc_dp_noise_split),
  *     sigma_b = dp.clipped_count_stddev, or clients.per_round / 20 when that is 0;
- *   - with dp.mode = central and dp.epsilon_budget > 0, the first round (one step at q) must
- *     fit in the budget (the run would otherwise stop before it starts).
+ *   - dp.adaptive_clip needs dp.mode = central (the noised count is a server-side mechanism);
+ *   - dp.mode = local needs dp.clip_on = client (the noise is added on the client, after
+ *     clipping);
+ *   - with dp.epsilon_budget > 0, the first round must fit in the budget (the run would
+ *     otherwise stop before it starts): central, one step at q; local, one participation
+ *     (q = 1, noise multiplier z/2: see docs/PRIVACY.md); DP-SGD alone is checked per client by
+ *     the round engine, which knows the clients' data sizes.
  * Errors: FEDC_ERR_CONFIG with a message naming the keys and values ("dp.delta = 0.02 must be
  * < 1/clients.count = 0.01"); FEDC_ERR_NOMEM.
  */

@@ -30,7 +30,8 @@ static const fedc_config_key keys[] = {
 
     /* --- data --- */
     STR_KEY("data", "dataset", "fmnist",
-            "dataset spec: fmnist, idx:DIR, csv:PATH?label=COL, leaf:TRAIN[,TEST], synthetic:A,B"),
+            "dataset spec: fmnist, mnist, idx:DIR, csv:PATH?label=COL, leaf:TRAIN[,TEST], "
+            "synthetic:A,B, synthetic-iid (docs/DATA.md)"),
     CHOICE_KEY("data", "partition", "iid", "iid|dirichlet|shards|natural|quantity",
                "how the training set is split among clients"),
     DBL_KEY("data", "alpha", "0.5", 0, 1e6, FEDC_CFG_MIN_EXCL,
@@ -38,7 +39,8 @@ static const fedc_config_key keys[] = {
     INT_KEY("data", "shards_per_client", "2", 1, 1000000, "shards per client (shards partition)"),
     DBL_KEY("data", "sigma", "1.0", 0, 10, FEDC_CFG_MIN_EXCL,
             "log-normal sigma of client sizes (quantity partition)"),
-    INT_KEY("data", "min_size", "10", 0, 1000000, "minimum training samples per client"),
+    INT_KEY("data", "min_size", "10", 0, 1000000,
+            "minimum training samples per client (dirichlet and quantity partitions)"),
     DBL_KEY("data", "test_fraction", "0.1", 0, 1, FEDC_CFG_MAX_EXCL,
             "fraction of each client's samples kept for federated evaluation"),
 

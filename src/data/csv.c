@@ -6,6 +6,7 @@
  */
 #include <ctype.h>
 #include <errno.h>
+#include <float.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -225,11 +226,10 @@ static fedc_status csv_read(csv_file *f, int has_header, size_t ncol, size_t lab
                     ds->y[n] = (int32_t)v;
                     if (ds->y[n] > *max_label) *max_label = ds->y[n];
                 }
+            } else if (fabs(v) > FLT_MAX) {
+                st = fedc_err_set(err, FEDC_ERR_RANGE, "%s:%zu: column %zu: %.40s overflows float32",
+                                  f->path, f->line, c, f->fields[c]);
             } else {
-                if (fabs(v) > 3.4e38) {
-                    st = fedc_err_set(err, FEDC_ERR_RANGE, "%s:%zu: column %zu: %.40s overflows float32",
-                                      f->path, f->line, c, f->fields[c]);
-                }
                 x[j++] = (float)v;
             }
         }

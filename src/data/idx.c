@@ -6,7 +6,9 @@
  */
 #include <dirent.h>
 #include <errno.h>
+#include <float.h>
 #include <limits.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -238,12 +240,13 @@ static fedc_status read_samples(const char *path, const char *name, size_t limit
             } else {
                 for (size_t i = 0; i < k; i++) {
                     double v = decode(h.type, buf + i * h.elem_size);
-                    x[i] = (float)v;
-                    if (!(x[i] - x[i] == 0))
+                    if (!(fabs(v) <= FLT_MAX)) { /* NaN, Inf, or beyond float32 */
                         st = fedc_err_set(err, FEDC_ERR_NONFINITE,
                                           "%s: non-finite or out-of-range value at offset %zu%s",
                                           path, r.off - (k - i) * h.elem_size, where(&r));
-                    if (st != FEDC_OK) break;
+                        break;
+                    }
+                    x[i] = (float)v;
                 }
             }
             done += k;

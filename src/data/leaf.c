@@ -8,6 +8,7 @@
  */
 #include <dirent.h>
 #include <errno.h>
+#include <float.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -309,7 +310,7 @@ static fedc_status fill(leaf_fmt *f, const leaf_set *s, fedc_dataset *ds, fedc_e
                             return fedc_err_set(err, FEDC_ERR_FORMAT,
                                                 "%s: user '%s' sample %zu: x[%zu] is not a number",
                                                 path, name, j, k);
-                        if (!isfinite(val) || fabs(val) > 3.4e38)
+                        if (!(fabs(val) <= FLT_MAX))
                             return fedc_err_set(err, FEDC_ERR_NONFINITE,
                                                 "%s: user '%s' sample %zu: x[%zu] is not a finite "
                                                 "float32",
@@ -471,6 +472,24 @@ fedc_status fedci_load_leaf(const char *train_path, const char *test_path, fedci
     }
     if (st == FEDC_OK) st = set_user_names(tr, &f, err);
     if (st == FEDC_OK && te) st = set_user_names(te, &f, err);
+    if (st == FEDC_OK && f.y_kind == KIND_TEXT) {
+        /* Classes are characters: name them so that histograms read "e", "t", "space". */
+        static const char vocab[] = FEDC_LEAF_VOCAB;
+        char store[FEDC_LEAF_VOCAB_SIZE][8];
+        const char *names[FEDC_LEAF_VOCAB_SIZE];
+        for (int i = 0; i < FEDC_LEAF_VOCAB_SIZE; i++) {
+            if (vocab[i] == '\n') snprintf(store[i], sizeof store[i], "\\n");
+            else if (vocab[i] == ' ') snprintf(store[i], sizeof store[i], "space");
+            else snprintf(store[i], sizeof store[i], "%c", vocab[i]);
+            names[i] = store[i];
+        }
+        tr->num_classes = FEDC_LEAF_VOCAB_SIZE;
+        st = fedc_dataset_set_class_names(tr, names, err);
+        if (st == FEDC_OK && te) {
+            te->num_classes = FEDC_LEAF_VOCAB_SIZE;
+            st = fedc_dataset_set_class_names(te, names, err);
+        }
+    }
     if (st == FEDC_OK) {
         int32_t nc = f.y_kind == KIND_TEXT ? FEDC_LEAF_VOCAB_SIZE
                      : f.classes > 0       ? f.classes

@@ -86,6 +86,7 @@ static size_t test_count(size_t size, double f)
 static size_t size_for_train(size_t m, double f)
 {
     if (m == 0) return 0;
+    if (m > FEDC_DATA_MAX_SAMPLES) return SIZE_MAX; /* unreachable: callers report it */
     size_t s = m;
     while (s - test_count(s, f) < m) s++;
     return s;

@@ -138,8 +138,15 @@ fedc_status fedc_partition_write_svg(const fedc_partition *p, const fedc_dataset
                 left, rows, k);
 
     /* Class labels across the top, the axis title above them. */
-    int cstep = (int)ceil(12.0 / cw);
-    if (cstep < 1) cstep = 1;
+    /* Label every cstep-th class: rotated names need a line height, numbers their width. */
+    int digits = nc > 1 ? (int)floor(log10((double)(nc - 1))) + 1 : 1;
+    double need = named ? 12.0 : digits * 6.5 + 5;
+    int cstep = 1;
+    static const int class_steps[] = {1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000};
+    for (size_t i = 0; i < sizeof class_steps / sizeof class_steps[0]; i++) {
+        cstep = class_steps[i];
+        if (cstep * cw >= need) break;
+    }
     fprintf(out, "<g font-size=\"11\" fill=\"#333\">\n");
     for (int32_t j = 0; j < nc; j += cstep) {
         char buf[32];

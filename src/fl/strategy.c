@@ -210,7 +210,7 @@ static fedc_status refuse(fedc_strategy *s, const fedc_fit_result *res, fedc_sta
     if (code == FEDC_ERR_NONFINITE) s->rejected_nonfinite++;
     if (code == FEDC_ERR_SHAPE) s->rejected_shape++;
     fedc_err_prefix(err, "round %u, client %u: ", s->round, res->client);
-    fedc_log(FEDC_LOG_WARN, "strategy", "update refused: %s", fedc_err_message(err));
+    fedc_log(FEDC_LOG_DEBUG, "strategy", "update refused: %s", fedc_err_message(err));
     return code;
 }
 

@@ -11,6 +11,7 @@
  * the GEMM is 256 columns wide and scattered back to NCHW (an F*n*HWo copy, K times cheaper
  * than the product).
  */
+#include <stddef.h>
 #include <string.h>
 
 #include "fedc/status.h"
@@ -92,7 +93,34 @@ static void col_range(int W, int Wo, int s, int pl, int kw, int *lo, int *hi)
     *hi = h;
 }
 
-/* col[K, n*HWo] from n samples of x. */
+/* Stride 1 and as many output as input columns ("same"): the row of kernel tap (dh, dw) is
+ * the input plane shifted by dh rows and dw columns, so it is one long contiguous copy, then
+ * the columns that wrapped around a row edge ([0, lo) and [hi, W)) and the rows that fell off
+ * the top or bottom are zeroed. Short per-row copies would cost more in loop overhead than
+ * in bytes. */
+static void plane_shift(const float *restrict src, int H, int W, int Ho, int dh, int dw, int lo,
+                        int hi, float *restrict d)
+{
+    int oh0 = dh < 0 ? -dh : 0, oh1 = H - dh < Ho ? H - dh : Ho;
+    if (oh1 < oh0) oh1 = oh0;
+    for (size_t j = 0; j < (size_t)oh0 * W; j++) d[j] = 0.0f;
+    for (size_t j = (size_t)oh1 * W; j < (size_t)Ho * W; j++) d[j] = 0.0f;
+    if (oh1 == oh0) return;
+    /* d[oh0*W + j] = src[base + j], for the j whose source index is inside the plane. */
+    const ptrdiff_t base = (ptrdiff_t)(oh0 + dh) * W + dw, len = (ptrdiff_t)(oh1 - oh0) * W;
+    ptrdiff_t j0 = base < 0 ? -base : 0, j1 = (ptrdiff_t)H * W - base;
+    if (j1 > len) j1 = len;
+    float *restrict dd = d + (size_t)oh0 * W;
+    for (ptrdiff_t j = j0; j < j1; j++) dd[j] = src[base + j];
+    for (int oh = oh0; oh < oh1; oh++) {
+        float *r = d + (size_t)oh * W;
+        for (int ow = 0; ow < lo; ow++) r[ow] = 0.0f;
+        for (int ow = hi; ow < W; ow++) r[ow] = 0.0f;
+    }
+}
+
+/* col[K, n*HWo] from n samples of x. Rows are short (one output row, Wo values), so the
+ * copies are plain loops rather than memcpy/memset calls. */
 static void im2col(const fedci_layer *L, const float *x, int n, float *col)
 {
     const int C = L->in[0], H = L->in[1], W = L->in[2], k = L->k, s = L->stride;
@@ -104,22 +132,27 @@ static void im2col(const fedci_layer *L, const float *x, int n, float *col)
                 float *row = col + ((size_t)(c * k + kh) * k + kw) * ld;
                 int lo, hi;
                 col_range(W, Wo, s, pl, kw, &lo, &hi);
+                const int off = kw - pl;
                 for (int bi = 0; bi < n; bi++) {
                     const float *src = x + (size_t)bi * L->in_n + (size_t)c * HW;
                     float *d = row + (size_t)bi * HWo;
+                    if (s == 1 && Wo == W) {
+                        plane_shift(src, H, W, Ho, kh - pt, off, lo, hi, d);
+                        continue;
+                    }
                     for (int oh = 0; oh < Ho; oh++) {
-                        float *dr = d + (size_t)oh * Wo;
+                        float *restrict dr = d + (size_t)oh * Wo;
                         int ih = oh * s - pt + kh;
                         if (ih < 0 || ih >= H) {
-                            memset(dr, 0, (size_t)Wo * sizeof *dr);
+                            for (int ow = 0; ow < Wo; ow++) dr[ow] = 0.0f;
                             continue;
                         }
+                        const float *restrict sr = src + (size_t)ih * W;
                         for (int ow = 0; ow < lo; ow++) dr[ow] = 0.0f;
-                        const float *sr = src + (size_t)ih * W + (hi > lo ? lo * s - pl + kw : 0);
                         if (s == 1)
-                            memcpy(dr + lo, sr, (size_t)(hi - lo) * sizeof *dr);
+                            for (int ow = lo; ow < hi; ow++) dr[ow] = sr[ow + off];
                         else
-                            for (int ow = lo; ow < hi; ow++) dr[ow] = sr[(size_t)(ow - lo) * s];
+                            for (int ow = lo; ow < hi; ow++) dr[ow] = sr[ow * s + off];
                         for (int ow = hi; ow < Wo; ow++) dr[ow] = 0.0f;
                     }
                 }
@@ -139,21 +172,33 @@ static void col2im(const fedci_layer *L, const float *col, int n, float *dx)
                 const float *row = col + ((size_t)(c * k + kh) * k + kw) * ld;
                 int lo, hi;
                 col_range(W, Wo, s, pl, kw, &lo, &hi);
+                const int off = kw - pl;
                 for (int bi = 0; bi < n; bi++) {
                     float *dst = dx + (size_t)bi * L->in_n + (size_t)c * HW;
                     const float *d = row + (size_t)bi * HWo;
                     for (int oh = 0; oh < Ho; oh++) {
                         int ih = oh * s - pt + kh;
-                        if (ih < 0 || ih >= H || hi <= lo) continue;
-                        const float *dr = d + (size_t)oh * Wo;
-                        float *sr = dst + (size_t)ih * W + (lo * s - pl + kw);
+                        if (ih < 0 || ih >= H) continue;
+                        const float *restrict dr = d + (size_t)oh * Wo;
+                        float *restrict sr = dst + (size_t)ih * W;
                         if (s == 1)
-                            for (int ow = lo; ow < hi; ow++) sr[ow - lo] += dr[ow];
+                            for (int ow = lo; ow < hi; ow++) sr[ow + off] += dr[ow];
                         else
-                            for (int ow = lo; ow < hi; ow++) sr[(size_t)(ow - lo) * s] += dr[ow];
+                            for (int ow = lo; ow < hi; ow++) sr[ow * s + off] += dr[ow];
                     }
                 }
             }
+}
+
+/* Sum of n floats in 8 interleaved partial sums (vectorises; fixed order). */
+static float sum_row(const float *r, int n)
+{
+    float acc[8] = {0};
+    int p = 0;
+    for (; p + 8 <= n; p += 8)
+        for (int k = 0; k < 8; k++) acc[k] += r[p + k];
+    for (; p < n; p++) acc[0] += r[p];
+    return ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
 }
 
 static void conv_forward(const fedci_layer *L, const fedci_exec *e, const float *P,
@@ -219,12 +264,7 @@ static void conv_backward(const fedci_layer *L, const fedci_exec *e, const float
         }
         if (dW) {
             fedci_gemm(0, 1, F, K, ld, 1.0f, dyc, ld, col, ld, b0 == 0 ? 0.0f : 1.0f, dW, K);
-            for (int f = 0; f < F; f++) {
-                const float *r = dyc + (size_t)f * ld;
-                float s = 0.0f;
-                for (int p = 0; p < ld; p++) s += r[p];
-                db[f] += s;
-            }
+            for (int f = 0; f < F; f++) db[f] += sum_row(dyc + (size_t)f * ld, ld);
         }
         if (pe_sq) {
             for (int bi = 0; bi < n; bi++) {

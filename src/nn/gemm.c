@@ -62,6 +62,90 @@ void fedci_gemm_plain(int ta, int tb, int M, int N, int K, float alpha, const fl
     }
 }
 
+/* ---- skinny products (small batch): own kernels, AVX-512 or AVX2 ---- */
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#define FEDCI_HAVE_SKINNY 1
+
+#define SK_SUFFIX _avx512
+#define SK_VL 16
+#define SK_TARGET __attribute__((target("avx512f,avx512vl,avx512dq,avx512bw,fma")))
+#define SK_NN_NV 4
+#define SK_TN_MB 8
+#include "nn/gemm_skinny.h"
+#undef SK_SUFFIX
+#undef SK_VL
+#undef SK_TARGET
+#undef SK_NN_NV
+#undef SK_TN_MB
+
+#define SK_SUFFIX _avx2
+#define SK_VL 8
+#define SK_TARGET __attribute__((target("avx2,fma")))
+#define SK_NN_NV 2
+#define SK_TN_MB 4
+#include "nn/gemm_skinny.h"
+#undef SK_SUFFIX
+#undef SK_VL
+#undef SK_TARGET
+#undef SK_NN_NV
+#undef SK_TN_MB
+
+/* 2: AVX-512, 1: AVX2 + FMA, 0: neither. */
+static int skinny_isa(void)
+{
+    static atomic_int isa = -1;
+    int v = atomic_load_explicit(&isa, memory_order_relaxed);
+    if (v < 0) {
+        __builtin_cpu_init();
+        if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
+            __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512bw"))
+            v = 2;
+        else if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
+            v = 1;
+        else
+            v = 0;
+        atomic_store_explicit(&isa, v, memory_order_relaxed);
+    }
+    return v;
+}
+#endif
+
+int fedci_gemm_skinny(int ta, int tb, int M, int N, int K, float alpha, const float *A, int lda,
+                      const float *B, int ldb, float beta, float *C, int ldc)
+{
+#ifdef FEDCI_HAVE_SKINNY
+    const int isa = skinny_isa();
+    if (isa == 0 || M < 1 || N < 1 || K < 1) return 0;
+    if (!ta && tb && M <= FEDCI_SKINNY_MAX && N >= 4 && K >= 32) {
+        for (int i = 0; i < M; i++) scale_row(C + (size_t)i * ldc, N, beta);
+        if (isa == 2)
+            sk_nt_avx512(M, N, K, alpha, A, lda, B, ldb, C, ldc);
+        else
+            sk_nt_avx2(M, N, K, alpha, A, lda, B, ldb, C, ldc);
+        return 1;
+    }
+    if (!ta && !tb && M <= FEDCI_SKINNY_MAX && N >= 16) {
+        if (isa == 2)
+            sk_nn_avx512(M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+        else
+            sk_nn_avx2(M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+        return 1;
+    }
+    if (ta && !tb && K <= FEDCI_SKINNY_MAX && N >= 16) {
+        if (isa == 2)
+            sk_tn_avx512(M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+        else
+            sk_tn_avx2(M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+        return 1;
+    }
+#else
+    (void)ta, (void)tb, (void)M, (void)N, (void)K, (void)alpha, (void)A, (void)lda;
+    (void)B, (void)ldb, (void)beta, (void)C, (void)ldc;
+#endif
+    return 0;
+}
+
 /* ---- BLAS ---- */
 
 void fedci_gemm_blas(int ta, int tb, int M, int N, int K, float alpha, const float *A,
@@ -83,6 +167,11 @@ void fedci_gemm_blas(int ta, int tb, int M, int N, int K, float alpha, const flo
 void fedci_gemm(int ta, int tb, int M, int N, int K, float alpha, const float *A, int lda,
                 const float *B, int ldb, float beta, float *C, int ldc)
 {
+    /* Small-batch products: BLAS would pack the large operand for a single use. */
+    if ((M <= FEDCI_SKINNY_MAX || K <= FEDCI_SKINNY_MAX) &&
+        (double)M * N * K >= 32768.0 &&
+        fedci_gemm_skinny(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc))
+        return;
 #if FEDC_WITH_BLAS
     fedci_gemm_blas(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
 #else

@@ -18,6 +18,14 @@
 #include "fedc/rng.h"
 #include "fedc/vec.h"
 
+/* The engine's loops are written for the vectorizer (contiguous, branch-free, independent
+ * iterations), but the project builds with -O2, whose cost model vectorizes almost none of
+ * them. Files of the engine include this header first and get GCC's -O3 code generation in
+ * optimised builds (debug builds keep -O0). Clang vectorizes at -O2 already. */
+#if defined(__GNUC__) && !defined(__clang__) && defined(__OPTIMIZE__) && !defined(__OPTIMIZE_SIZE__)
+#pragma GCC optimize("O3")
+#endif
+
 /* Layer kinds. Numbers index fedci_layer_ops_table; FEDCI_LAYER_KIND_COUNT ends the list. */
 typedef enum fedci_layer_kind {
     FEDCI_DENSE = 0,
@@ -134,6 +142,12 @@ extern const fedci_layer_ops fedci_groupnorm_ops;
  */
 void fedci_gemm(int ta, int tb, int M, int N, int K, float alpha, const float *A, int lda,
                 const float *B, int ldb, float beta, float *C, int ldc);
+/* The skinny path (gemm_skinny.h): products with a small batch side (M <= FEDCI_SKINNY_MAX
+ * for nt and nn, K <= FEDCI_SKINNY_MAX for tn) on CPUs with AVX2 or AVX-512. Returns 1 when
+ * it computed C, 0 when the shape or the CPU is not covered (C untouched). */
+#define FEDCI_SKINNY_MAX 16
+int fedci_gemm_skinny(int ta, int tb, int M, int N, int K, float alpha, const float *A, int lda,
+                      const float *B, int ldb, float beta, float *C, int ldc);
 /* The plain-C kernel: the fallback without BLAS and the tests' oracle. */
 void fedci_gemm_plain(int ta, int tb, int M, int N, int K, float alpha, const float *A,
                       int lda, const float *B, int ldb, float beta, float *C, int ldc);

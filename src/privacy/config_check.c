@@ -43,7 +43,22 @@ fedc_status fedc_dp_config_check(const fedc_config *cfg, fedc_err *err)
         }
         return st;
     }
-    if (central_or_local && fedc_config_bool(cfg, "dp.adaptive_clip")) {
+    int central = strcmp(mode, "central") == 0, local = strcmp(mode, "local") == 0;
+    if (local && strcmp(fedc_config_str(cfg, "dp.clip_on"), "client") != 0) {
+        fedc_free(orders);
+        return fedc_err_set(err, FEDC_ERR_CONFIG,
+                            "dp.clip_on = %s with dp.mode = local: local DP clips and noises on "
+                            "the client (set dp.clip_on = client)",
+                            fedc_config_str(cfg, "dp.clip_on"));
+    }
+    if (!central && fedc_config_bool(cfg, "dp.adaptive_clip")) {
+        fedc_free(orders);
+        return fedc_err_set(err, FEDC_ERR_CONFIG,
+                            "dp.adaptive_clip needs dp.mode = central (dp.mode = %s): the "
+                            "clipped count is noised on the server",
+                            mode);
+    }
+    if (central && fedc_config_bool(cfg, "dp.adaptive_clip")) {
         double sb = fedc_config_double(cfg, "dp.clipped_count_stddev");
         if (sb == 0.0) sb = (double)k / 20.0;
         double zd;
@@ -57,18 +72,21 @@ fedc_status fedc_dp_config_check(const fedc_config *cfg, fedc_err *err)
         }
     }
     double budget = fedc_config_double(cfg, "dp.epsilon_budget");
-    /* Central DP: one round is one step at q. (Local DP's accounting is per client and not
-     * amplified by the server's sampling; the engine checks its budget itself.) */
-    if (strcmp(mode, "central") == 0 && budget > 0.0) {
-        double eps = 0.0, order = 0.0;
+    /* Central DP: one round is one step at q. Local DP: one participation is one Gaussian
+     * mechanism seen directly by the server (q = 1) with sensitivity 2C (any two clipped
+     * updates), i.e. noise multiplier z / 2. DP-SGD's cost depends on each client's data size:
+     * the engine checks it. */
+    if ((central || local) && budget > 0.0) {
+        double eps = 0.0, order = 0.0, qq = central ? q : 1.0, zz = central ? z : z / 2.0;
         fedc_err e2;
         fedc_err_clear(&e2);
-        st = fedc_dp_epsilon(q, z, 1, delta, orders, norders, &eps, &order, &e2);
+        st = fedc_dp_epsilon(qq, zz, 1, delta, orders, norders, &eps, &order, &e2);
         if (st == FEDC_OK && eps > budget)
             st = fedc_err_set(err, FEDC_ERR_CONFIG,
                               "dp.epsilon_budget = %g is spent by the first round alone "
-                              "(epsilon %g at q = %g, z = %g, delta = %g)",
-                              budget, eps, q, z, delta);
+                              "(epsilon %g at q = %g, z = %g, delta = %g%s)",
+                              budget, eps, qq, zz, delta,
+                              central ? "" : "; local DP: q = 1 and z / 2 for sensitivity 2C");
         else if (st != FEDC_OK)
             st = fedc_err_set(err, st == FEDC_ERR_NOMEM ? st : FEDC_ERR_CONFIG, "dp: %s",
                               fedc_err_message(&e2));
