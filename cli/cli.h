@@ -91,8 +91,13 @@ int cmd_version(int argc, char **argv);
 int cmd_model(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
 int cmd_sim(int argc, char **argv);
+/* `fedc bench sim` (cli/bench_sim.c), a case of `fedc bench`. */
+int bench_sim(int argc, char **argv);
 int cmd_data(int argc, char **argv);
 int cmd_dp_budget(int argc, char **argv);
 int cmd_inspect(int argc, char **argv);
+int cmd_server(int argc, char **argv);
+int cmd_client(int argc, char **argv);
+int cmd_keygen(int argc, char **argv);
 
 #endif

@@ -1,18 +1,24 @@
 /*
  * fedc sim: a whole federation in one process. Loads the config and the data, splits the data
  * among virtual clients, runs the rounds on the simulation transport, and writes the run's
- * outputs (metrics.jsonl, metrics.csv, model.safetensors, report.html).
+ * outputs (metrics.jsonl, metrics.csv, model.safetensors, report.html). With differential
+ * privacy it prints the epsilon spent (blocks marked "DP") and says so when the run stopped
+ * at its epsilon budget (exit 0).
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <libgen.h>
 #include <math.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "cli.h"
 #include "fedc/data.h"
+#include "fedc/mpi.h"
 #include "fedc/nn.h"
 #include "fedc/safetensors.h"
 #include "fedc/sim.h"
@@ -86,16 +92,28 @@ static int on_round(void *user, const fedc_round_record *rec)
         else
             snprintf(status, sizeof status, "train loss %.4f  (%u clients)", rec->train_loss,
                      rec->participants);
+        double eps = isfinite(rec->epsilon) ? rec->epsilon : rec->dp_sgd_epsilon; /* DP */
+        if (isfinite(eps))
+            snprintf(status + strlen(status), sizeof status - strlen(status), "  eps %.3g", eps);
         cli_progress_update(&c->progress, (long)rec->round, status);
     }
     return 0;
 }
 
+/* DP: the epsilon to show for a record (user-level, else DP-SGD's), NAN without DP. */
+static double shown_epsilon(const fedc_round_record *r)
+{
+    return isfinite(r->epsilon) ? r->epsilon : r->dp_sgd_epsilon;
+}
+
 static void print_summary(FILE *f, const sim_ctx *c, double seconds, const char *sha)
 {
-    fprintf(f, "\n  round   clients   train loss   test loss   test acc    seconds\n");
-    fprintf(f, "  -----   -------   ----------   ---------   --------   --------\n");
     size_t n = c->nrecs;
+    int dp = n && (c->recs[0].dp_mode != FEDC_DP_OFF || c->recs[0].dp_sgd);
+    fprintf(f, "\n  round   clients   train loss   test loss   test acc    seconds%s\n",
+            dp ? "    epsilon" : "");
+    fprintf(f, "  -----   -------   ----------   ---------   --------   --------%s\n",
+            dp ? "   --------" : "");
     /* at most ~12 rows: the evaluated rounds, evenly thinned, and always the last */
     size_t step = n > 12 ? (n + 11) / 12 : 1;
     for (size_t i = 0; i < n; i++) {
@@ -107,7 +125,9 @@ static void print_summary(FILE *f, const sim_ctx *c, double seconds, const char 
             fprintf(f, "   %9.4f   %7.2f%%", r->test_loss, 100 * r->test_accuracy);
         else
             fprintf(f, "   %9s   %8s", "-", "-");
-        fprintf(f, "   %8.2f\n", r->seconds);
+        fprintf(f, "   %8.2f", r->seconds);
+        if (dp) fprintf(f, "   %8.4g", shown_epsilon(r));
+        fputc('\n', f);
     }
     const fedc_round_record *last = NULL;
     for (size_t i = n; i > 0 && !last; i--)
@@ -116,6 +136,20 @@ static void print_summary(FILE *f, const sim_ctx *c, double seconds, const char 
     if (last)
         fprintf(f, "Final test accuracy: %.2f%% (round %u)\n", 100 * last->test_accuracy,
                 last->round);
+    if (dp) { /* DP */
+        const fedc_round_record *r = &c->recs[n - 1];
+        if (isfinite(r->epsilon))
+            fprintf(f, "Privacy: user-level (%s) epsilon %.6g at delta %g after %u rounds%s\n",
+                    r->dp_mode == FEDC_DP_CENTRAL ? "central DP" : "local DP, largest over "
+                                                                   "clients",
+                    r->epsilon, r->dp_delta, r->round,
+                    r->dp_seeded_noise ? " (seeded test noise: NOT private)" : "");
+        if (isfinite(r->dp_sgd_epsilon))
+            fprintf(f, "Privacy: example-level (DP-SGD) epsilon %.6g at delta %g, largest over "
+                       "clients%s\n",
+                    r->dp_sgd_epsilon, r->dp_delta,
+                    r->dp_seeded_noise ? " (seeded test noise: NOT private)" : "");
+    }
     fprintf(f, "%zu rounds in %.1f s (%.1f rounds/min)\nmodel_sha256: %s\n", n, seconds,
             seconds > 0 ? 60.0 * (double)n / seconds : 0, sha);
 }
@@ -138,17 +172,107 @@ static void set_logging(const fedc_config *cfg)
         fedc_log_set(fedc_log_stderr, NULL, lvl);
 }
 
+/* ---- MPI (`mpirun -np R fedc sim`, docs/SCALING.md): rank 0 prints and writes; the other
+ * ranks are silent, their failures reported by rank 0 ---- */
+
+/* mpirun ends the other ranks with SIGTERM when one dies: say so before going. */
+static void mpi_on_signal(int sig)
+{
+    static const char msg[] = "fedc sim: rank 0 stopped by a signal: under mpirun this means "
+                              "another rank ended or the run was interrupted (mpirun's message "
+                              "names the rank)\n";
+    ssize_t w = write(STDERR_FILENO, msg, sizeof msg - 1);
+    (void)w;
+    signal(sig, SIG_DFL);
+    raise(sig);
+}
+
+/* Ranks other than 0: no output at all. Until the setup is agreed, stderr goes to a temporary
+ * file, so that a setup error can be sent to rank 0; then to /dev/null. */
+static FILE *mpi_setup_log;
+
+static void mpi_silence(sim_ctx *c)
+{
+    c->quiet = 1;
+    c->json = 0;
+    c->out_dir = NULL;
+    fflush(stdout);
+    fflush(stderr);
+    int fd = open("/dev/null", O_WRONLY);
+    if (fd < 0) return;
+    dup2(fd, STDOUT_FILENO);
+    mpi_setup_log = tmpfile();
+    dup2(mpi_setup_log ? fileno(mpi_setup_log) : fd, STDERR_FILENO);
+    close(fd);
+}
+
+/* The last "fedc sim: " message this rank printed during setup, into e. */
+static void mpi_setup_message(fedc_err *e)
+{
+    if (!mpi_setup_log) return;
+    fflush(stderr);
+    rewind(mpi_setup_log);
+    char line[FEDC_ERRMSG_MAX], found[FEDC_ERRMSG_MAX] = "";
+    while (fgets(line, sizeof line, mpi_setup_log))
+        if (strncmp(line, "fedc sim: ", 10) == 0) snprintf(found, sizeof found, "%s", line + 10);
+    found[strcspn(found, "\n")] = '\0';
+    if (found[0]) fedc_err_set(e, e->code != FEDC_OK ? e->code : FEDC_ERR_INVALID, "%s", found);
+    int fd = open("/dev/null", O_WRONLY);
+    if (fd >= 0) {
+        dup2(fd, STDERR_FILENO);
+        close(fd);
+    }
+    fclose(mpi_setup_log);
+    mpi_setup_log = NULL;
+}
+
+/* Collective: every rank says whether its setup worked (ok; e its error, may be NULL). Returns
+ * 1 when all did. Rank 0 prints the other ranks' failures (its own were printed already). */
+static int mpi_setup_agree(int ok, const fedc_err *e)
+{
+    fedc_err local, all;
+    fedc_err_clear(&local);
+    fedc_err_clear(&all);
+    if (!ok) {
+        if (e && e->code != FEDC_OK)
+            local = *e;
+        else
+            fedc_err_set(&local, FEDC_ERR_INVALID, "setup failed (configuration, data or output)");
+    }
+    mpi_setup_message(ok ? &all : &local); /* non-zero ranks: what they printed, then silence */
+    fedc_err_clear(&all);
+    fedc_status st = fedc_mpi_agree(ok ? FEDC_OK : local.code, &local, &all);
+    if (st != FEDC_OK && ok && fedc_mpi_rank() == 0) cli_fail("sim", "%s", fedc_err_message(&all));
+    return st == FEDC_OK;
+}
+
+static void print_mpi_stats(FILE *f, const fedc_mpi_stats *m)
+{
+    double per = m->rounds ? 1.0 / m->rounds : 0;
+    double busy = m->mean_train_seconds + m->mean_wait_seconds + m->mean_comm_seconds;
+    fprintf(f, "MPI: %d ranks x %d threads; per round, mean over ranks: training %.3f s, "
+               "waiting for the slowest rank %.3f s, communication %.3f s (%.1f%%); load "
+               "imbalance %.3f\n",
+            m->ranks, m->threads, m->mean_train_seconds * per, m->mean_wait_seconds * per,
+            m->mean_comm_seconds * per, busy > 0 ? 100 * m->mean_comm_seconds / busy : 0,
+            m->imbalance);
+}
+
 int cmd_sim(int argc, char **argv)
 {
     static const struct option opts[] = {
         {"set", required_argument, NULL, 's'}, {"out", required_argument, NULL, 'o'},
         {"json", no_argument, NULL, 'j'},      {"threads", required_argument, NULL, 't'},
-        {"quiet", no_argument, NULL, 'q'},     {NULL, 0, NULL, 0},
+        {"quiet", no_argument, NULL, 'q'},     {"mpi", no_argument, NULL, 'M'},
+        {NULL, 0, NULL, 0},
     };
     char **sets = calloc((size_t)argc, sizeof *sets);
     int nsets = 0, threads = 0, c;
     sim_ctx ctx;
     memset(&ctx, 0, sizeof ctx);
+    int mpi = 0, mpi_agreed = 0; /* MPI */
+    fedc_mpi_stats mstats;
+    memset(&mstats, 0, sizeof mstats);
     optind = 1;
     opterr = 0;
     while ((c = getopt_long(argc, argv, "s:o:jt:q", opts, NULL)) != -1) {
@@ -157,6 +281,7 @@ int cmd_sim(int argc, char **argv)
         case 'o': ctx.out_dir = optarg; break;
         case 'j': ctx.json = 1; break;
         case 'q': ctx.quiet = 1; break;
+        case 'M': mpi = 1; break;
         case 't': {
             char *end;
             long t = strtol(optarg, &end, 10);
@@ -178,9 +303,29 @@ int cmd_sim(int argc, char **argv)
                                                      : "one CONFIG file expected");
     }
     const char *config_path = argv[optind];
+    if (mpi || fedc_mpi_launched()) { /* MPI */
+        fedc_err merr;
+        fedc_err_clear(&merr);
+        if (fedc_mpi_init(&merr) != FEDC_OK) {
+            free(sets);
+            return cli_fail("sim", "%s", fedc_err_message(&merr));
+        }
+        mpi = 1;
+        if (fedc_mpi_rank() != 0) mpi_silence(&ctx);
+        else {
+            signal(SIGTERM, mpi_on_signal);
+            signal(SIGHUP, mpi_on_signal);
+        }
+    }
     fedc_config *cfg = cli_load_config("sim", config_path, sets, nsets);
     free(sets);
-    if (!cfg) return CLI_EXIT_FAIL;
+    if (!cfg) {
+        if (mpi) { /* MPI: the other ranks wait for this one's outcome */
+            mpi_setup_agree(0, NULL);
+            fedc_mpi_finalize();
+        }
+        return CLI_EXIT_FAIL;
+    }
     set_logging(cfg);
     ctx.human = cli_human(ctx.json);
 
@@ -225,7 +370,7 @@ int cmd_sim(int argc, char **argv)
         goto done;
     }
     if (!threads) threads = (int)fedc_config_int(cfg, "run.threads");
-    if (!threads) threads = fedc_sim_default_threads();
+    if (!threads) threads = mpi ? fedc_mpi_default_threads() : fedc_sim_default_threads();
     ctx.rounds = (uint32_t)fedc_config_int(cfg, "run.rounds");
 
     if (ctx.out_dir) {
@@ -266,15 +411,41 @@ int cmd_sim(int argc, char **argv)
                 fedc_config_double(cfg, "train.lr"),
                 (long long)fedc_config_int(cfg, "train.batch_size"),
                 (long long)fedc_config_int(cfg, "train.epochs"));
-        fprintf(ctx.human, "  threads   %d\n\n", threads);
+        const char *dp_mode = fedc_config_str(cfg, "dp.mode"); /* DP */
+        if (strcmp(dp_mode, "off") != 0)
+            fprintf(ctx.human, "  privacy   DP %s: noise multiplier %g, clip %g%s on the %s, "
+                               "delta %g, budget %s%g%s\n",
+                    dp_mode, fedc_config_double(cfg, "dp.noise_multiplier"),
+                    fedc_config_double(cfg, "dp.clip"),
+                    fedc_config_bool(cfg, "dp.adaptive_clip") ? " (adaptive)" : "",
+                    fedc_config_str(cfg, "dp.clip_on"), fedc_config_double(cfg, "dp.delta"),
+                    fedc_config_double(cfg, "dp.epsilon_budget") > 0 ? "epsilon " : "",
+                    fedc_config_double(cfg, "dp.epsilon_budget"),
+                    fedc_config_bool(cfg, "dp.seeded_noise") ? "; SEEDED TEST NOISE: NOT PRIVATE"
+                                                             : "");
+        if (fedc_config_bool(cfg, "dp.sgd"))
+            fprintf(ctx.human, "  privacy   DP-SGD: noise multiplier %g, per-example clip %g\n",
+                    fedc_config_double(cfg, "dp.sgd_noise_multiplier"),
+                    fedc_config_double(cfg, "dp.sgd_clip"));
+        if (mpi) /* MPI */
+            fprintf(ctx.human, "  ranks     %d (MPI), %d threads each\n\n", fedc_mpi_size(),
+                    threads);
+        else
+            fprintf(ctx.human, "  threads   %d\n\n", threads);
         cli_progress_start(&ctx.progress, ctx.human, "round", (long)ctx.rounds);
     }
 
+    if (mpi) { /* MPI: every rank is ready, or none runs */
+        mpi_agreed = 1;
+        if (!mpi_setup_agree(1, NULL)) goto done;
+    }
     fedc_sim_opts so = {threads, on_round, &ctx};
-    fedc_status st = fedc_sim_run(engine, trainer, cfg, &so, &err);
+    fedc_status st = mpi ? fedc_mpi_run(engine, trainer, cfg, &so, &mstats, &err)
+                         : fedc_sim_run(engine, trainer, cfg, &so, &err);
     if (!ctx.quiet) cli_progress_finish(&ctx.progress, NULL);
     if (st != FEDC_OK) {
         cli_fail("sim", "%s", fedc_err_message(&err));
+        if (mpi && st == FEDC_ERR_NETWORK) fedc_mpi_abort(1); /* MPI: the others may be stuck */
         goto done;
     }
     double seconds = cli_now() - t_start;
@@ -326,6 +497,14 @@ int cmd_sim(int argc, char **argv)
         }
     }
     if (!ctx.quiet) print_summary(ctx.human, &ctx, seconds, sha);
+    if (mpi && !ctx.quiet) print_mpi_stats(ctx.human, &mstats); /* MPI */
+    if (ctx.nrecs && ctx.recs[ctx.nrecs - 1].dp_budget_stop) { /* DP: even with --quiet */
+        const fedc_round_record *r = &ctx.recs[ctx.nrecs - 1];
+        fprintf(ctx.human, "Stopped after round %u of %u: round %u would spend epsilon %.6g, "
+                           "more than dp.epsilon_budget = %g\n",
+                r->round, ctx.rounds, r->round + 1, r->dp_next_epsilon,
+                fedc_config_double(cfg, "dp.epsilon_budget"));
+    }
     if (ctx.out_dir && !ctx.quiet)
         fprintf(ctx.human, "Results in %s/: report.html, metrics.jsonl, metrics.csv, "
                            "model.safetensors\n",
@@ -337,6 +516,21 @@ int cmd_sim(int argc, char **argv)
         json_object_set_new(o, "model_sha256", json_string(sha));
         json_object_set_new(o, "params", json_integer((json_int_t)fedc_engine_num_params(engine)));
         json_object_set_new(o, "seconds", json_real(seconds));
+        if (mpi) { /* MPI: per-rank means over the run */
+            json_object_set_new(o, "ranks", json_integer(mstats.ranks));
+            json_object_set_new(o, "threads", json_integer(mstats.threads));
+            json_object_set_new(o, "train_seconds", json_real(mstats.mean_train_seconds));
+            json_object_set_new(o, "wait_seconds", json_real(mstats.mean_wait_seconds));
+            json_object_set_new(o, "comm_seconds", json_real(mstats.mean_comm_seconds));
+            json_object_set_new(o, "imbalance", json_real(mstats.imbalance));
+        }
+        if (ctx.nrecs) { /* DP */
+            const fedc_round_record *r = &ctx.recs[ctx.nrecs - 1];
+            if (isfinite(r->epsilon)) json_object_set_new(o, "epsilon", json_real(r->epsilon));
+            if (isfinite(r->dp_sgd_epsilon))
+                json_object_set_new(o, "dp_sgd_epsilon", json_real(r->dp_sgd_epsilon));
+            if (r->dp_budget_stop) json_object_set_new(o, "dp_budget_stop", json_true());
+        }
         for (size_t i = ctx.nrecs; i > 0; i--) {
             if (ctx.recs[i - 1].evaluated) {
                 json_object_set_new(o, "test_accuracy", json_real(ctx.recs[i - 1].test_accuracy));
@@ -348,6 +542,7 @@ int cmd_sim(int argc, char **argv)
     }
     rc = CLI_EXIT_OK;
 done:
+    if (mpi && !mpi_agreed) mpi_setup_agree(0, &err); /* MPI: a setup step failed here */
     if (ctx.jsonl) fclose(ctx.jsonl);
     if (ctx.csv) fclose(ctx.csv);
     free(ctx.recs);
@@ -358,5 +553,6 @@ done:
     fedc_dataset_destroy(train);
     fedc_dataset_destroy(test);
     fedc_config_destroy(cfg);
+    if (mpi) fedc_mpi_finalize();
     return rc;
 }

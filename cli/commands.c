@@ -38,17 +38,21 @@ const cli_command cli_commands[] = {
      "  --json          one JSON object: spec, input, outputs, params, flops_per_sample,\n"
      "                  layers, tensors (the parameter layout)\n"},
     {"bench", cmd_bench, "benchmarks: training speed against the machine's sgemm peak",
-     "usage: fedc bench CASE [options]\n"
+     "usage: fedc bench [CASE] [options]\n"
      "\n"
-     "cases:\n"
+     "Without a CASE, runs every case (what `make bench` does). Cases:\n"
      "  train [--json] [--models LIST] [--batches LIST] [--seconds S] [--no-retune]\n"
      "      Training steps per second of the nn engine (forward, backward, SGD step, one\n"
      "      thread) for each model and batch size (default: mlp,cnn at 10,50), the GFLOP/s\n"
      "      achieved (2 x forward multiply-adds x 3) and their ratio to the single-core sgemm\n"
-     "      peak measured in the same run, plus the memory each case touches.\n"
+     "      peak measured in the same run, plus the memory each case touches. Times are\n"
+     "      the best of 0.1 s windows (robust to other processes on the machine).\n"
      "      --seconds S   measuring time per case (default 6)\n"
      "      --json        one JSON line per case: model, batch, samples_per_s, gflops,\n"
      "                    peak_gflops, ratio, ...\n"
+     "  sim [--json] [--rounds N] [--config FILE]\n"
+     "      The simulation's own cost per round and the aggregation throughput\n"
+     "      (cli/bench_sim.c).\n"
      "  When OpenBLAS fell back to generic kernels on a CPU it does not know (it reports\n"
      "  e.g. Prescott on an AVX-512 machine), bench re-runs itself with OPENBLAS_CORETYPE\n"
      "  set to the right family; --no-retune measures the kernels as loaded.\n"},
@@ -97,6 +101,51 @@ const cli_command cli_commands[] = {
      "  --json                     one JSON object: stats and per-client counts\n"
      "SPEC: fmnist, mnist, idx:DIR, csv:PATH[,TEST]?label=COL, leaf:TRAIN[,TEST],\n"
      "synthetic:ALPHA,BETA[,seed=S], synthetic-iid; `fedc data specs` shows all options.\n"},
+    {"server", cmd_server, "run a real federation: clients connect over HTTPS (docs/DEPLOY.md)",
+     "usage: fedc server CONFIG --listen HOST:PORT --state DIR [--tls-cert F --tls-key F]\n"
+     "                   [--allow-file F] [--set K=V ...] [--serve-on] [--json] [--quiet]\n"
+     "       fedc server allow PUBKEY [LABEL] --state DIR [--json]\n"
+     "       fedc server clients --state DIR [--json]\n"
+     "       fedc server rounds --state DIR [--json]\n"
+     "\n"
+     "Runs the federation CONFIG describes with clients that are separate processes\n"
+     "(`fedc client`), over HTTPS with signed requests (docs/PROTOCOL.md). The round policy\n"
+     "is in [round] (overselect, deadline, retry_delay, max_norm) and clients.min; limits in\n"
+     "[server]. Rounds are committed to the state DIR (SQLite + safetensors checkpoints): kill\n"
+     "the server at any time and start it again with the same DIR to resume. At the end it\n"
+     "writes DIR/model.safetensors and exits 0.\n"
+     "  -l, --listen HOST:PORT   address to listen on (port 0: any free port, printed)\n"
+     "  -S, --state DIR          the run store (created when missing)\n"
+     "  --tls-cert F, --tls-key F  PEM certificate chain and key (without: plain HTTP)\n"
+     "  --allow-file F           add the public keys in F (one per line) to the allow-list\n"
+     "  -s, --set K=V            override a config key (repeatable)\n"
+     "  --serve-on               keep serving after the run until SIGTERM\n"
+     "  --json                   JSON lines on stdout: {\"listening\"...}, one per round, final\n"
+     "allow: adds a client's public key (from `fedc keygen`); its id is its place in the list,\n"
+     "which is the data shard it trains on. clients, rounds: list the allow-list and the\n"
+     "committed rounds (with each round's model_sha256).\n"},
+    {"client", cmd_client, "take part in a federation run by `fedc server`",
+     "usage: fedc client --server URL --key F [--ca F | --insecure] [--config CONFIG]\n"
+     "                   [--data SPEC] [--set K=V ...] [--json] [--quiet]\n"
+     "\n"
+     "Checks in with the server, trains each task it is given with the built-in trainer and\n"
+     "uploads the update, until the run is over. The training settings come from the server;\n"
+     "CONFIG (or --data) says where the data is: the client trains the shard of its id.\n"
+     "Timeouts and back-off are in [client].\n"
+     "  -u, --server URL   https://HOST:PORT\n"
+     "  -k, --key F        secret key file from `fedc keygen`\n"
+     "  --ca F             CA certificate(s) to verify the server (default: the system's)\n"
+     "  --insecure         do not verify the server's certificate (loopback tests only)\n"
+     "  -c, --config F     the client's config (data.*)\n"
+     "  -d, --data SPEC    shorthand for --set data.dataset=SPEC\n"
+     "  --json             JSON lines on stdout: one per event, then a final line\n"},
+    {"keygen", cmd_keygen, "create a client's Ed25519 key pair for `fedc client`",
+     "usage: fedc keygen --out FILE [--json]\n"
+     "       fedc keygen --show FILE [--json]\n"
+     "\n"
+     "Writes a new secret key to FILE (mode 0600; an existing file is never overwritten) and\n"
+     "prints its public key (64 hex digits) for `fedc server allow`. --show prints the public\n"
+     "key of an existing secret key file.\n"},
     {NULL, NULL, NULL, NULL},
 };
 

@@ -1,6 +1,8 @@
 /*
  * Run outputs: metrics.jsonl and metrics.csv (one line per round), and report.html, a
  * self-contained page with the run's plots drawn as inline SVG, readable with no network.
+ * Runs with differential privacy add their DP fields (epsilon spent, clip, noise; the blocks
+ * marked "DP") and an epsilon-per-round chart.
  */
 #include <math.h>
 #include <stdlib.h>
@@ -38,6 +40,27 @@ char *report_record_json(const fedc_round_record *r, int final_fields)
     json_object_set_new(o, "seconds", json_real(r->seconds));
     json_object_set_new(o, "fit_seconds", json_real(r->fit_seconds));
     json_object_set_new(o, "update_norm", num_or_null(r->update_norm));
+    if (r->dp_mode != FEDC_DP_OFF || r->dp_sgd) { /* DP */
+        static const char *const modes[] = {"off", "central", "local"};
+        json_object_set_new(o, "dp_mode", json_string(modes[r->dp_mode % 3]));
+        if (r->dp_mode != FEDC_DP_OFF) {
+            json_object_set_new(o, "epsilon", num_or_null(r->epsilon));
+            json_object_set_new(o, "dp_order", num_or_null(r->dp_order));
+            json_object_set_new(o, "dp_clip", num_or_null(r->dp_clip));
+            json_object_set_new(o, "dp_noise_stddev", num_or_null(r->dp_noise_stddev));
+            if (isfinite(r->dp_unclipped_fraction))
+                json_object_set_new(o, "dp_unclipped_fraction",
+                                    json_real(r->dp_unclipped_fraction));
+        }
+        if (r->dp_sgd) json_object_set_new(o, "dp_sgd_epsilon", num_or_null(r->dp_sgd_epsilon));
+        json_object_set_new(o, "dp_delta", num_or_null(r->dp_delta));
+        /* seeded test noise: the numbers above are not a privacy guarantee */
+        json_object_set_new(o, "dp_private", json_boolean(!r->dp_seeded_noise));
+        if (r->dp_budget_stop) {
+            json_object_set_new(o, "dp_budget_stop", json_true());
+            json_object_set_new(o, "dp_next_epsilon", num_or_null(r->dp_next_epsilon));
+        }
+    }
     (void)final_fields;
     char *s = json_dumps(o, JSON_COMPACT | JSON_REAL_PRECISION(10));
     json_decref(o);
@@ -48,7 +71,8 @@ void report_csv_header(FILE *out)
 {
     fprintf(out, "round,selected,participants,rejected,examples,train_loss,test_loss,"
                  "test_accuracy,fed_loss,fed_accuracy,bytes_up,bytes_down,seconds,fit_seconds,"
-                 "update_norm\n");
+                 "update_norm,epsilon,dp_clip,dp_noise_stddev,dp_unclipped_fraction,"
+                 "dp_sgd_epsilon,dp_private\n");
 }
 
 static void csv_num(FILE *out, int have, double v)
@@ -71,6 +95,16 @@ void report_csv_row(FILE *out, const fedc_round_record *r)
     fprintf(out, ",%llu,%llu,%.4f,%.4f", (unsigned long long)r->bytes_up,
             (unsigned long long)r->bytes_down, r->seconds, r->fit_seconds);
     csv_num(out, 1, r->update_norm);
+    /* DP: empty cells when DP is off */
+    csv_num(out, 1, r->epsilon);
+    csv_num(out, 1, r->dp_clip);
+    csv_num(out, 1, r->dp_noise_stddev);
+    csv_num(out, 1, r->dp_unclipped_fraction);
+    csv_num(out, 1, r->dp_sgd_epsilon);
+    if (r->dp_mode != FEDC_DP_OFF || r->dp_sgd)
+        fputs(r->dp_seeded_noise ? ",0" : ",1", out);
+    else
+        fputc(',', out);
     fputc('\n', out);
 }
 
@@ -143,6 +177,28 @@ static double get_seconds(const fedc_round_record *r, int *have)
 {
     *have = 1;
     return r->seconds;
+}
+/* DP */
+static double get_epsilon(const fedc_round_record *r, int *have)
+{
+    *have = isfinite(r->epsilon);
+    return r->epsilon;
+}
+static double get_sgd_epsilon(const fedc_round_record *r, int *have)
+{
+    *have = isfinite(r->dp_sgd_epsilon);
+    return r->dp_sgd_epsilon;
+}
+static double get_dp_clip(const fedc_round_record *r, int *have)
+{
+    *have = isfinite(r->dp_clip);
+    return r->dp_clip;
+}
+static int any_dp(const fedc_round_record *recs, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (recs[i].dp_mode != FEDC_DP_OFF || recs[i].dp_sgd) return 1;
+    return 0;
 }
 
 /* One SVG chart: x = round, y = the series. */
@@ -304,6 +360,7 @@ int report_write_html(const char *path, const report_info *info, const fedc_roun
           "box-shadow:0 1px 3px rgba(0,0,0,.08);font-size:12.5px}"
           "dl{display:grid;grid-template-columns:max-content 1fr;gap:4px 16px;margin:0}"
           "dt{color:#667085}dd{margin:0;font-family:ui-monospace,monospace;word-break:break-all}"
+          ".warn{background:#fef2f2;color:#991b1b;border-radius:10px;padding:10px 14px}"
           "</style></head><body><header><h1>",
           f);
     html_escape(f, info->title);
@@ -330,10 +387,34 @@ int report_write_html(const char *path, const report_info *info, const fedc_roun
                "</div></div>",
             bytes / 1e6);
     fprintf(f, "<div class='card'><div class='v'>%.1f%%</div><div class='k'>of round time in "
-               "local training (%d threads)</div></div></div>",
+               "local training (%d threads)</div></div>",
             wall > 0 ? 100 * fit / (wall * info->threads) : 0, info->threads);
 
-    fputs("<div class='charts'>", f);
+    const fedc_round_record *lastr = n ? &recs[n - 1] : NULL;
+    int dp = any_dp(recs, n);
+    if (dp && lastr) { /* DP: what the run spent, and whether it is a guarantee */
+        static const char *const modes[] = {"off", "central", "local"};
+        if (isfinite(lastr->epsilon))
+            fprintf(f, "<div class='card'><div class='v'>&epsilon; = %.4g</div><div class='k'>"
+                       "user-level DP (%s), &delta; = %g, after round %u</div></div>",
+                    lastr->epsilon, modes[lastr->dp_mode % 3], lastr->dp_delta, lastr->round);
+        if (isfinite(lastr->dp_sgd_epsilon))
+            fprintf(f, "<div class='card'><div class='v'>&epsilon; = %.4g</div><div class='k'>"
+                       "example-level DP-SGD (largest over clients), &delta; = %g</div></div>",
+                    lastr->dp_sgd_epsilon, lastr->dp_delta);
+        fputs("</div>", f);
+        if (lastr->dp_seeded_noise)
+            fputs("<p class='warn'><b>NOT PRIVATE:</b> this run used seeded test noise "
+                  "(dp.seeded_noise); its &epsilon; values describe the mechanism, not a "
+                  "guarantee.</p>",
+                  f);
+        if (lastr->dp_budget_stop)
+            fprintf(f, "<p class='warn'>Stopped after round %u: round %u would have spent "
+                       "&epsilon; = %.4g, more than dp.epsilon_budget.</p>",
+                    lastr->round, lastr->round + 1, lastr->dp_next_epsilon);
+        fputs("<div class='cards'>", f);
+    }
+    fputs("</div><div class='charts'>", f);
     series acc[] = {{"central test", "#2563eb", get_acc, 0},
                     {"federated (clients' test)", "#f59e0b", get_fed_acc, 0}};
     chart(f, "Test accuracy", "accuracy (%)", acc, 2, recs, n, 0);
@@ -347,10 +428,18 @@ int report_write_html(const char *path, const report_info *info, const fedc_roun
     chart(f, "Communication per round", "MB", comm, 1, recs, n, 1);
     series secs[] = {{"wall seconds", "#0ea5e9", get_seconds, 1}};
     chart(f, "Round time", "seconds", secs, 1, recs, n, 1);
+    if (dp) { /* DP */
+        series eps[] = {{"user-level", "#dc2626", get_epsilon, 0},
+                        {"example-level (DP-SGD)", "#7c3aed", get_sgd_epsilon, 0}};
+        chart(f, "Privacy spent (epsilon per round)", "epsilon", eps, 2, recs, n, 1);
+        series clip[] = {{"clip C", "#0891b2", get_dp_clip, 0}};
+        chart(f, "DP clip", "L2 clip", clip, 1, recs, n, 1);
+    }
     fputs("</div><h2>Rounds</h2><table><tr><th>round</th><th>clients</th><th>examples</th>"
-          "<th>train loss</th><th>test loss</th><th>test acc.</th><th>MB</th><th>seconds</th>"
-          "</tr>",
+          "<th>train loss</th><th>test loss</th><th>test acc.</th><th>MB</th><th>seconds</th>",
           f);
+    if (dp) fputs("<th>&epsilon;</th>", f); /* DP */
+    fputs("</tr>", f);
     for (size_t i = 0; i < n; i++) {
         const fedc_round_record *r = &recs[i];
         fprintf(f, "<tr><td>%u</td><td>%u/%u</td><td>%llu</td><td>%.4f</td>", r->round,
@@ -359,8 +448,16 @@ int report_write_html(const char *path, const report_info *info, const fedc_roun
             fprintf(f, "<td>%.4f</td><td>%.2f%%</td>", r->test_loss, 100 * r->test_accuracy);
         else
             fputs("<td>&ndash;</td><td>&ndash;</td>", f);
-        fprintf(f, "<td>%.2f</td><td>%.2f</td></tr>", (double)(r->bytes_up + r->bytes_down) / 1e6,
+        fprintf(f, "<td>%.2f</td><td>%.2f</td>", (double)(r->bytes_up + r->bytes_down) / 1e6,
                 r->seconds);
+        if (dp) { /* DP */
+            double e = isfinite(r->epsilon) ? r->epsilon : r->dp_sgd_epsilon;
+            if (isfinite(e))
+                fprintf(f, "<td>%.4g</td>", e);
+            else
+                fputs("<td>&ndash;</td>", f);
+        }
+        fputs("</tr>", f);
     }
     fputs("</table><h2>Run</h2><div class='card'><dl>", f);
     fputs("<dt>model_sha256</dt><dd>", f);

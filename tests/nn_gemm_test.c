@@ -110,6 +110,58 @@ static void test_adapter(void **state)
     check(fedci_gemm, "adapter", 0, 0, 10, 3136, 512, 1, 0, 0);
 }
 
+/* The skinny kernels directly (small batch side), over tile and vector remainders. */
+static int skinny_ran;
+
+static void skinny_fn(int ta, int tb, int M, int N, int K, float alpha, const float *A, int lda,
+                      const float *B, int ldb, float beta, float *C, int ldc)
+{
+    if (fedci_gemm_skinny(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc))
+        skinny_ran++;
+    else
+        fedci_gemm_plain(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+}
+
+static void skinny_all(void)
+{
+    /* Rows: 1..5 cover every tile remainder, 10 and 16 several tiles; columns and depths
+     * cover whole vectors, vector remainders and (513) more than one block. */
+    static const int ms[] = {1, 2, 3, 4, 5, 10, 16};
+    static const int ns[] = {4, 17, 64, 129};
+    static const int ks[] = {3, 16, 47, 513};
+    int cases = 0;
+    for (size_t a = 0; a < sizeof ms / sizeof ms[0]; a++)
+        for (size_t b = 0; b < sizeof ns / sizeof ns[0]; b++)
+            for (size_t c = 0; c < sizeof ks / sizeof ks[0]; c++) {
+                int M = ms[a], N = ns[b], K = ks[c], pad = (int)((a + b + c) % 3);
+                float beta = (a + c) % 2 ? 1.0f : 0.0f, alpha = b % 2 ? 1.0f : -0.5f;
+                check(skinny_fn, "skinny nt", 0, 1, M, N, K, alpha, beta, pad);
+                check(skinny_fn, "skinny nn", 0, 0, M, N, K, alpha, beta, pad);
+                /* tn: the small side is K (a weight gradient over a batch of M... K rows) */
+                check(skinny_fn, "skinny tn", 1, 0, N, K > 16 ? 100 : K + 30, M, alpha, beta, pad);
+                cases += 3;
+            }
+    if (skinny_ran > 0) assert_true(skinny_ran > cases / 2);
+}
+
+static void test_skinny(void **state)
+{
+    (void)state;
+    int any = 0;
+    for (int isa = 2; isa >= 1; isa--) { /* AVX-512, then AVX2, as far as the CPU has them */
+        fedci_gemm_cap_isa(isa);
+        skinny_ran = 0;
+        skinny_all();
+        any += skinny_ran > 0;
+    }
+    fedci_gemm_cap_isa(0);
+    skinny_ran = 0;
+    check(skinny_fn, "no skinny", 0, 1, 4, 64, 64, 1, 0, 0);
+    assert_int_equal(skinny_ran, 0);
+    fedci_gemm_cap_isa(-1);
+    if (!any) skip(); /* neither AVX2 nor AVX-512: the adapter uses BLAS */
+}
+
 /* K = 0 is a scaling of C. */
 static void test_k_zero(void **state)
 {
@@ -135,7 +187,8 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_plain), cmocka_unit_test(test_blas),
-        cmocka_unit_test(test_adapter), cmocka_unit_test(test_k_zero),
+        cmocka_unit_test(test_adapter), cmocka_unit_test(test_skinny),
+        cmocka_unit_test(test_k_zero),
         cmocka_unit_test(test_bench_helper),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -285,13 +285,75 @@ static void test_init(void **state)
     fedc_model_destroy(m);
 }
 
+/* Random specs from the grammar's pieces and some garbage: creation either fails with a
+ * message or gives a model that trains a step; never a crash (the ASan run checks memory). */
+static void test_random_specs(void **state)
+{
+    (void)state;
+    static const char *const names[] = {"dense", "conv", "maxpool", "avgpool", "relu", "tanh",
+                                        "sigmoid", "dropout", "flatten", "embed", "lstm",
+                                        "groupnorm", "loss", "frob", "", "("};
+    static const char *const words[] = {"same", "valid", "seq", "last", "ce", "bce", "mse",
+                                        "0.5", "-1", "x", "", "0", "99999999999"};
+    fedc_rng r;
+    fedc_rng_init(&r, 1, 0, 0, FEDC_RNG_DATA);
+    int built = 0;
+    for (int iter = 0; iter < 1500; iter++) {
+        char spec[256] = "";
+        size_t len = 0;
+        int ntok = 1 + (int)fedc_rng_below(&r, 5);
+        for (int t = 0; t < ntok && len < 200; t++) {
+            len += (size_t)snprintf(spec + len, sizeof spec - len, "%s%s", t ? " " : "",
+                                    names[fedc_rng_below(&r, sizeof names / sizeof names[0])]);
+            int nargs = (int)fedc_rng_below(&r, 4) - 1; /* -1: no parentheses */
+            if (nargs < 0) continue;
+            len += (size_t)snprintf(spec + len, sizeof spec - len, "(");
+            for (int a = 0; a < nargs; a++) {
+                if (fedc_rng_below(&r, 3))
+                    len += (size_t)snprintf(spec + len, sizeof spec - len, "%s%d", a ? "," : "",
+                                            1 + (int)fedc_rng_below(&r, 6));
+                else
+                    len += (size_t)snprintf(
+                        spec + len, sizeof spec - len, "%s%s", a ? "," : "",
+                        words[fedc_rng_below(&r, sizeof words / sizeof words[0])]);
+            }
+            if (fedc_rng_below(&r, 10)) len += (size_t)snprintf(spec + len, sizeof spec - len, ")");
+        }
+        int64_t shapes[3][3] = {{2, 6, 6}, {5, 1, 1}, {4, 3, 1}};
+        int which = (int)fedc_rng_below(&r, 3), ndim = which == 0 ? 3 : which == 1 ? 1 : 2;
+        fedc_model *m = NULL;
+        fedc_err err;
+        fedc_err_clear(&err);
+        fedc_status st = fedc_model_create(spec, shapes[which], ndim, 0, &m, &err);
+        if (st != FEDC_OK) {
+            assert_null(m);
+            assert_true(err.msg[0] != '\0');
+            continue;
+        }
+        built++;
+        fedc_nn_workspace *ws = NULL;
+        assert_int_equal(fedc_nn_workspace_create(m, 2, &ws, &err), FEDC_OK);
+        size_t P = fedc_model_param_count(m), in = fedc_model_input_size(m);
+        float *w = calloc(P + 1, sizeof *w), *x = calloc(2 * in, sizeof *x), loss;
+        int32_t y[2] = {0, 0};
+        fedc_model_init_params(m, w, 1);
+        st = fedc_nn_train_batch(ws, w, x, y, 2, &loss);
+        assert_true(st == FEDC_OK || st == FEDC_ERR_NONFINITE);
+        free(w);
+        free(x);
+        fedc_nn_workspace_destroy(ws);
+        fedc_model_destroy(m);
+    }
+    assert_true(built > 20); /* some valid models were exercised too */
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_preset_counts), cmocka_unit_test(test_layout_names),
         cmocka_unit_test(test_shapes),        cmocka_unit_test(test_bad_specs),
         cmocka_unit_test(test_bad_inputs),    cmocka_unit_test(test_summary),
-        cmocka_unit_test(test_init),
+        cmocka_unit_test(test_init),          cmocka_unit_test(test_random_specs),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

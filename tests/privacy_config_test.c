@@ -89,6 +89,23 @@ static void test_cross_key(void **state)
     expect(b2, FEDC_OK, NULL);
 }
 
+/* Local DP: clipped and noised on the client; one participation is q = 1 at z / 2. */
+static void test_local_mode(void **state)
+{
+    (void)state;
+    const char *s[] = {"dp.mode=local", "dp.clip_on=server", NULL};
+    expect(s, FEDC_ERR_CONFIG, "dp.clip_on = server with dp.mode = local");
+    const char *a[] = {"dp.mode=local", "dp.adaptive_clip=true", NULL};
+    expect(a, FEDC_ERR_CONFIG, "dp.adaptive_clip needs dp.mode = central (dp.mode = local)");
+    const char *a2[] = {"dp.sgd=true", "dp.adaptive_clip=true", NULL};
+    expect(a2, FEDC_ERR_CONFIG, "dp.adaptive_clip needs dp.mode = central (dp.mode = off)");
+    /* z = 4: one participation at q = 1, z = 2 spends 2.168 at delta 1e-5 (orders tf) */
+    const char *b[] = {"dp.mode=local", "dp.noise_multiplier=4", "dp.epsilon_budget=2", NULL};
+    expect(b, FEDC_ERR_CONFIG, "is spent by the first round alone (epsilon 2.168");
+    const char *b2[] = {"dp.mode=local", "dp.noise_multiplier=4", "dp.epsilon_budget=2.2", NULL};
+    expect(b2, FEDC_OK, NULL);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -96,6 +113,7 @@ int main(void)
         cmocka_unit_test(test_central_defaults_ok),
         cmocka_unit_test(test_key_bounds),
         cmocka_unit_test(test_cross_key),
+        cmocka_unit_test(test_local_mode),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

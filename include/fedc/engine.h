@@ -7,12 +7,22 @@
  *   fedc_engine_round_begin   -> the clients selected this round (seeded, sorted by id)
  *   fedc_engine_fit_ins       -> for each, what it is asked to do (global model, FedProx mu,
  *                                SCAFFOLD control variate)
- *   fedc_engine_submit        -> each result as it arrives, from any thread, in any order:
+ *   fedc_engine_dp_task       -> with differential privacy: what the client does to its update
+ *                                before sending it (fedc_dp_client_apply: clip, local noise)
+ *   fedc_engine_submit[_dp]   -> each result as it arrives, from any thread, in any order:
  *                                checked (size, NaN/Inf) and folded into the aggregate
  *   fedc_engine_round_end     -> the strategy's new global model and the round's record
  *   fedc_engine_evaluate      -> centralized / federated evaluation into the record
  * The result does not depend on arrival order or thread count: linear strategies sum in exact
  * fixed point, robust ones sort by client id.
+ *
+ * Differential privacy ([dp], docs/PRIVACY.md) lives here, around the strategy, so that every
+ * transport gets it: with dp.mode = central the engine clips each update (or enforces the
+ * client's clip), folds it with weight 1 into its own exact sum, and at the end of the round
+ * hands the strategy one noised mean update, sum + N(0, (zC)^2) over clients.per_round, as the
+ * round's only result; the strategy's server step (fedavg, fedavgm, fedadam...) runs on it.
+ * Every record carries the epsilon spent so far; a round that would exceed dp.epsilon_budget
+ * is not started.
  */
 #ifndef FEDC_ENGINE_H
 #define FEDC_ENGINE_H
@@ -21,6 +31,7 @@
 #include <stdint.h>
 
 #include "fedc/config.h"
+#include "fedc/privacy.h"
 #include "fedc/status.h"
 #include "fedc/trainer.h"
 #include "fedc/vec.h"
@@ -47,6 +58,24 @@ typedef struct fedc_round_record {
     double seconds;          /* wall time of the round */
     double fit_seconds;      /* sum over clients of their fit time (pure local training) */
     double update_norm;      /* L2 norm of the global model's change this round */
+    /* --- differential privacy (docs/PRIVACY.md): dp_mode FEDC_DP_OFF and the doubles NAN
+     * when it does not apply --- */
+    int dp_mode;             /* fedc_dp_mode: off, central, local */
+    int dp_sgd;              /* example-level DP-SGD ran on the clients */
+    int dp_seeded_noise;     /* seeded test noise: the epsilons are NOT a guarantee */
+    double epsilon;          /* user-level eps spent so far at dp.delta (local: the largest
+                                over clients) */
+    double dp_order;         /* the RDP order attaining it */
+    double dp_delta;
+    double dp_clip;          /* the clip C of this round */
+    double dp_noise_stddev;  /* central: noise stddev on the mean update (z_delta C / m);
+                                local: on each client's update (z C) */
+    double dp_unclipped_fraction; /* adaptive clipping: the noised fraction of unclipped
+                                     updates this round */
+    double dp_sgd_epsilon;   /* example-level eps of DP-SGD so far, the largest over clients */
+    int dp_budget_stop;      /* 1: the next round would exceed dp.epsilon_budget, so the run
+                                stops after this round (dp_next_epsilon says by how much) */
+    double dp_next_epsilon;  /* with dp_budget_stop: the eps the next round would reach */
 } fedc_round_record;
 
 typedef struct fedc_engine fedc_engine;
@@ -54,7 +83,11 @@ typedef struct fedc_engine fedc_engine;
 /* Creates an engine for a run: the strategy named in cfg, the global model initialised by the
  * trainer (seeded by run.seed). cfg and trainer must outlive the engine. Checks the config:
  * clients.per_round <= clients.count, clients.min <= clients.per_round, the strategy's
- * parameters. Errors: FEDC_ERR_CONFIG, FEDC_ERR_NOMEM, and the trainer's. */
+ * parameters, the [dp] section (fedc_dp_config_check: a budget the first round would exceed
+ * is refused here) and that the strategy can run under DP: dp.mode = central needs a linear
+ * strategy without per-client side channels (fedavg, fedprox, fedavgm, fedadagrad, fedadam,
+ * fedyogi); dp.mode = local refuses scaffold and qfedavg (they send unprotected per-client
+ * values). Errors: FEDC_ERR_CONFIG, FEDC_ERR_CRYPTO, FEDC_ERR_NOMEM, and the trainer's. */
 fedc_status fedc_engine_create(const fedc_config *cfg, const fedc_trainer *trainer,
                                fedc_engine **out, fedc_err *err);
 void fedc_engine_destroy(fedc_engine *e); /* NULL allowed */
@@ -64,7 +97,11 @@ void fedc_engine_destroy(fedc_engine *e); /* NULL allowed */
 const float *fedc_engine_global(const fedc_engine *e);
 size_t fedc_engine_num_params(const fedc_engine *e);
 const fedc_layout *fedc_engine_layout(const fedc_engine *e);
-/* Replaces the global model (checkpoint restore). round = the last completed round. */
+/* Replaces the global model (checkpoint restore, or a retry). round = the last completed
+ * round. Privacy accounts are never reduced (fedc_dp_run_restore): central DP charges the
+ * rounds its accountant has not seen (an upper bound); local DP and DP-SGD keep their
+ * per-client accounts, and a new engine restoring round > 0 with them is refused
+ * (FEDC_ERR_UNSUPPORTED) until checkpoints hold them. */
 fedc_status fedc_engine_restore(fedc_engine *e, uint32_t round, const float *global,
                                 fedc_err *err);
 /* The last completed round (0 before the first). */
@@ -73,7 +110,9 @@ uint32_t fedc_engine_last_round(const fedc_engine *e);
 const char *fedc_engine_strategy_name(const fedc_engine *e);
 
 /* Starts round last_round + 1: selects clients. *clients points to an engine-owned array of
- * *n ids sorted ascending, valid until round_end. Errors: FEDC_ERR_STATE (a round is open). */
+ * *n ids sorted ascending, valid until round_end. Errors: FEDC_ERR_STATE (a round is open),
+ * FEDC_ERR_BUDGET (the round would spend more than dp.epsilon_budget: it is not started, and
+ * the run is over; the previous record said so with dp_budget_stop). */
 fedc_status fedc_engine_round_begin(fedc_engine *e, const uint32_t **clients, size_t *n,
                                     fedc_err *err);
 /* Fills ins for `client` in the open round (pointers into the engine, valid until round_end).
@@ -84,11 +123,34 @@ int fedc_engine_needs_control(const fedc_engine *e);
 
 /* Hands a client's result to the round. Thread-safe. A result with a wrong size, NaN/Inf, or
  * out of the aggregator's range is refused (counted in the record's `rejected`, logged) and
- * the round goes on: the return value says why. */
+ * the round goes on: the return value says why. Same as fedc_engine_submit_dp with no DP
+ * report. */
 fedc_status fedc_engine_submit(fedc_engine *e, uint32_t client, const fedc_fit_out *out,
                                double fit_seconds, fedc_err *err);
+
+/* What `client` must do to its update before sending it in the open round (clip, local noise;
+ * all zero without DP): pass it to fedc_dp_client_apply on the client. Thread-safe. */
+void fedc_engine_dp_task(const fedc_engine *e, uint32_t client, fedc_dp_client_task *task);
+
+/* fedc_engine_submit with the client's DP report (may be NULL; required with adaptive
+ * clipping and dp.clip_on = client). With dp.mode = central, out->update is clipped and
+ * rounded in place (fedc_dp_run_prepare), outside the engine's lock, so that clients' norms are
+ * computed in parallel; only the result of a selected client, once per round, is accepted.
+ * With DP, every result received counts against its client's privacy account (local DP,
+ * DP-SGD), accepted or not: it was released. Errors: as fedc_engine_submit. */
+fedc_status fedc_engine_submit_dp(fedc_engine *e, uint32_t client, const fedc_fit_out *out,
+                                  const fedc_dp_client_report *report, double fit_seconds,
+                                  fedc_err *err);
 /* Records a client that failed or vanished (counted as rejected). Thread-safe. */
 void fedc_engine_report_failure(fedc_engine *e, uint32_t client, const char *why);
+
+/* (HTTP transport addition, owner: net) fedc_engine_round_begin selecting `select` clients
+ * (0 = clients.per_round; capped at clients.count): over-selection. attempt > 0 draws the
+ * cohort from an independent stream (a round re-run after missing its quorum, following
+ * fedc_engine_restore to the previous round). Attempt 0 with select = per_round is exactly
+ * fedc_engine_round_begin. Errors: as fedc_engine_round_begin, FEDC_ERR_NOMEM. */
+fedc_status fedc_engine_round_begin_select(fedc_engine *e, uint32_t select, uint32_t attempt,
+                                           const uint32_t **clients, size_t *n, fedc_err *err);
 
 /* Closes the round: fewer accepted results than clients.min -> FEDC_ERR_ABORTED and the
  * global model stays as it was (the round is counted as done: the run goes on). Otherwise the
@@ -102,6 +164,30 @@ int fedc_engine_eval_due(const fedc_engine *e, uint32_t round);
  * seeded). Engine-owned array valid until the next call. */
 void fedc_engine_eval_clients(fedc_engine *e, uint32_t round, const uint32_t **clients,
                               size_t *n);
+
+/* ---- Addition for the MPI transport (src/sim/mpi.c, fedc/mpi.h; owner: mpi) ----
+ * Scale-out: one round over several engines created with the same config and trainer and fed
+ * the same history (one per MPI rank). Each engine gets its share of the round's clients; the
+ * transport sums the engines' round counters and combines the strategies' partial aggregates
+ * (fedc/strategy.h, fedc_strategy_partial_*), installs the combination in one engine or in
+ * every engine, and finishes the round there with fedc_engine_round_end. Not with DP (its sums
+ * live in the engine's DP run, which has no partial API yet). */
+typedef struct fedc_strategy fedc_strategy;
+
+#define FEDC_ENGINE_COUNTERS 5
+/* The open round's counters as int64 words, to be summed across engines: results accepted,
+ * results refused, clients failed, bytes received, clients' fit time (nanoseconds). */
+void fedc_engine_round_counters(const fedc_engine *e, int64_t out[FEDC_ENGINE_COUNTERS]);
+/* Replaces the open round's counters with combined ones (the sums of every engine's). */
+void fedc_engine_set_round_counters(fedc_engine *e, const int64_t in[FEDC_ENGINE_COUNTERS]);
+/* The engine's strategy, owned by the engine, for the partial-aggregate API. */
+fedc_strategy *fedc_engine_strategy(fedc_engine *e);
+/* Closes the open round with a global model computed by another engine (num_params floats;
+ * may be fedc_engine_global(e) when the model is unchanged). The strategy's round is abandoned
+ * (the next begin_round clears it): only for strategies whose server state is the model alone
+ * (the robust ones). Errors: FEDC_ERR_STATE (no round open), FEDC_ERR_NONFINITE (global
+ * unchanged). */
+fedc_status fedc_engine_round_adopt(fedc_engine *e, const float *global, fedc_err *err);
 
 #ifdef __cplusplus
 }

@@ -15,9 +15,15 @@
  * max(0, min). docs/PRIVACY.md explains the choices; tests/privacy_rdp_test.c pins TF Privacy's
  * and Opacus's published values.
  *
+ * The round engine's DP (DP-FedAvg, local DP, DP-SGD accounting, budgets) is built from these
+ * pieces in fedc_dp_run (below; docs/PRIVACY.md "DP in the round engine"), and a client's side
+ * of it is fedc_dp_client_apply.
+ *
  * Thread safety: the stateless functions (fedc_rdp_*, fedc_dp_epsilon, fedc_dp_noise_multiplier,
- * fedc_dp_clip_l2, fedc_dp_noise_split) are pure and thread-safe. A handle or state struct
- * (fedc_accountant, fedc_dp_noise, fedc_adaptive_clip) must be used by one thread at a time.
+ * fedc_dp_clip_l2, fedc_dp_noise_split, fedc_dp_client_apply) are thread-safe. A handle or state
+ * struct (fedc_accountant, fedc_dp_noise, fedc_adaptive_clip, fedc_dp_run) must be used by one
+ * thread at a time, except fedc_dp_run_client_task and fedc_dp_run_prepare, which may run
+ * concurrently with each other while a round is open.
  */
 #ifndef FEDC_PRIVACY_H
 #define FEDC_PRIVACY_H
@@ -175,8 +181,10 @@ fedc_status fedc_dp_clip_l2(size_t n, float *x, double clip, double *pre_norm, f
 /*
  * A source of N(0, 1) noise. Caller-owned storage: _init_secure or _init_seeded, then _fini.
  *
- * Secure mode draws uniform bits from libsodium's CSPRNG (randombytes_buf, buffered 4 KiB at a
- * time; the buffer is wiped on refill and by _fini) and turns them into normals by the
+ * Secure mode draws uniform bits from a ChaCha20 stream keyed from libsodium's CSPRNG
+ * (randombytes_buf: the OS generator), with fast key erasure: each 4 KiB refill also yields the
+ * next key, and the key is drawn afresh from the OS every 1 MiB; used words are wiped, and
+ * _fini wipes the key and the buffer. It turns them into normals by the
  * Box-Muller transform computed in double precision from 53-bit uniforms in (0, 1]. Noise is
  * added to a float vector in double and rounded to float once. docs/PRIVACY.md states the
  * floating-point weakness of this (Mironov 2012) and what the mitigation does and does not buy.
@@ -193,6 +201,8 @@ typedef struct fedc_dp_noise {
     size_t pool_pos;     /* next unused word of pool (512 = empty) */
     int has_spare;       /* the second normal of the last Box-Muller pair */
     double spare;
+    unsigned char key[32]; /* secure mode: the ChaCha20 key of the next refill */
+    uint32_t refills;    /* secure mode: refills since the key came from the OS */
 } fedc_dp_noise;
 
 /* Secure noise. Errors: FEDC_ERR_CRYPTO when libsodium cannot be initialised. */
@@ -377,6 +387,12 @@ fedc_status fedc_dp_run_check_round(fedc_dp_run *dp, const uint32_t *clients, si
 /* Starts a round (clears the round's sum and counts; seeds the test noise). */
 void fedc_dp_run_round_begin(fedc_dp_run *dp, uint32_t round);
 
+/* The number of clients actually selected this round, when a transport over-selects (more than
+ * clients.per_round): central DP then accounts the round at q = selected / clients.count (a
+ * client's chance to be in it), and later budget checks use the largest q seen. The
+ * denominator stays clients.per_round. Call before fedc_dp_run_round_end. */
+void fedc_dp_run_round_cohort(fedc_dp_run *dp, size_t selected);
+
 /* The task of `client` in the open round (clip and local noise). Thread-safe. */
 void fedc_dp_run_client_task(const fedc_dp_run *dp, uint32_t client, fedc_dp_client_task *task);
 
@@ -417,9 +433,13 @@ fedc_status fedc_dp_run_charge(fedc_dp_run *dp, uint32_t client, uint64_t num_ex
 fedc_status fedc_dp_run_round_end(fedc_dp_run *dp, int release, float *mean_out,
                                   fedc_dp_round_info *info, fedc_err *err);
 
-/* Restoring a checkpoint of round `rounds`: central DP charges `rounds` steps (an upper bound:
- * exact when no round missed its quorum); the adaptive clip restarts from dp.clip. Local DP
- * and DP-SGD keep per-client accounts that checkpoints do not hold yet: FEDC_ERR_UNSUPPORTED. */
+/* The run continues after round `rounds` (a checkpoint restored, or a round retried): accounts
+ * are never reduced. Central DP: an accountant holding fewer than `rounds` steps (a new
+ * process) is charged the missing ones (an upper bound: exact when no round missed its
+ * quorum), and its adaptive clip restarts from dp.clip; one holding as many or more (a retry
+ * in the same process) is kept. Local DP and DP-SGD keep their per-client accounts; a new
+ * process restoring rounds > 0 has none, and checkpoints do not hold them yet:
+ * FEDC_ERR_UNSUPPORTED. */
 fedc_status fedc_dp_run_restore(fedc_dp_run *dp, uint32_t rounds, fedc_err *err);
 
 /* ---------------------------------------------------------------------------------------------

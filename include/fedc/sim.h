@@ -28,9 +28,13 @@ typedef struct fedc_sim_opts {
 } fedc_sim_opts;
 
 /* Runs rounds last_round+1 .. run.rounds of the engine's run. The engine holds the final global
- * model afterwards. A round that misses its quorum is logged and the run goes on; a trainer
- * error that is not the client's fault (out of memory) stops the run with that error.
- * Errors: FEDC_ERR_NOMEM, FEDC_ERR_INVALID, the trainer's and the engine's. */
+ * model afterwards. Each simulated client applies the engine's DP task to its update after
+ * fit (clipping, local noise: fedc_dp_client_apply), as a deployed client does. A round that
+ * misses its quorum is logged and the run goes on; when the DP budget would be exceeded the
+ * record says so (dp_budget_stop) and the run ends with FEDC_OK; a trainer error that is not
+ * the client's fault (out of memory) stops the run with that error.
+ * Errors: FEDC_ERR_NOMEM, FEDC_ERR_INVALID, FEDC_ERR_CRYPTO (the secure noise source failed),
+ * FEDC_ERR_BUDGET, the trainer's and the engine's. */
 fedc_status fedc_sim_run(fedc_engine *engine, const fedc_trainer *trainer,
                          const fedc_config *cfg, const fedc_sim_opts *opts, fedc_err *err);
 

@@ -145,6 +145,65 @@ fedc_status fedc_strategy_finish_round(fedc_strategy *s, float *global, fedc_rou
                                        fedc_err *err);
 
 /*
+ * Partial aggregates (scale-out, docs/SCALING.md): one round split over several handles created
+ * with the same config and fed the same history (one per MPI rank). Each handle runs
+ * begin_round and adds its share of the round's results; the shares are then combined and
+ * installed in one handle (or in each of them), which finishes the round exactly as if it had
+ * received every result itself: the new global model is bit-identical to a one-handle round.
+ *
+ * A partial has three parts, each combined by a plain collective:
+ *   sums     fedc_strategy_partial_sums_len(s) int64 words, combined by element-wise integer
+ *            addition in any order and grouping (MPI_Allreduce or MPI_Reduce with MPI_INT64_T
+ *            and MPI_SUM): the exact running sums of linear strategies (fedc/accum.h raw arrays,
+ *            SCAFFOLD's control sum too) followed by the round's counters.
+ *   records  FEDC_STRATEGY_RECORD_BYTES bytes per accepted result (client id, examples, weight,
+ *            losses; little-endian), combined by concatenation in any order (MPI_Gatherv or
+ *            MPI_Allgatherv of bytes). Records are sorted by client id before use.
+ *   held     robust strategies only: the held updates, update_len floats each, in the order of
+ *            the records and concatenated in the same order as them.
+ * Linear strategies need sums and records (O(P) words whatever the number of clients); robust
+ * ones need records and held updates (their sums are only the counters).
+ *
+ * Export (sums, records, held) between the adds and finish_round. The range check of the
+ * exact sums (fedc/accum.h) applies to the combined sums, in fedc_strategy_partial_set.
+ */
+#define FEDC_STRATEGY_RECORD_BYTES 48
+
+/* Int64 words in the sums part (the same on every handle of the same config). */
+size_t fedc_strategy_partial_sums_len(const fedc_strategy *s);
+/* Writes the open round's sums part (fedc_strategy_partial_sums_len words) into out. */
+void fedc_strategy_partial_sums(const fedc_strategy *s, int64_t *out);
+/* The number of results accepted so far in the open round: the partial's records. */
+size_t fedc_strategy_partial_count(const fedc_strategy *s);
+/* Writes the open round's records (fedc_strategy_partial_count * FEDC_STRATEGY_RECORD_BYTES
+ * bytes) into out. */
+void fedc_strategy_partial_records(const fedc_strategy *s, unsigned char *out);
+/* Robust strategies: the held updates (fedc_strategy_partial_count * update_len floats, in
+ * record order), owned by the strategy and valid until its next call. NULL for linear ones. */
+const float *fedc_strategy_partial_held(const fedc_strategy *s);
+/* Robust strategies: makes room for `count` held updates and returns the held area (count *
+ * update_len floats, owned by the strategy, valid until its next call); its first
+ * fedc_strategy_partial_count(s) updates are this handle's own. A gather may write the other
+ * partials' updates after them and pass the area as `held` to fedc_strategy_partial_set, which
+ * then copies nothing. Errors (NULL returned): FEDC_ERR_RANGE (count above max_held),
+ * FEDC_ERR_NOMEM; FEDC_ERR_STATE for a linear strategy. */
+float *fedc_strategy_partial_held_reserve(fedc_strategy *s, size_t count, fedc_err *err);
+
+/* Replaces the open round's aggregate with a combined partial: `sums` (the element-wise sum of
+ * every partial's sums, this handle's included), `count` records (the concatenation of every
+ * partial's records), and for robust strategies `held` (count * update_len floats in record
+ * order; may be the area of fedc_strategy_partial_held_reserve). Nothing is retained; then
+ * fedc_strategy_finish_round computes the round. Errors: FEDC_ERR_FORMAT (a record malformed:
+ * bad reserved bytes, 0 examples, a weight not finite and > 0; the count disagreeing with the
+ * sums; the message names the record), FEDC_ERR_INVALID (a client twice), FEDC_ERR_RANGE (the
+ * combined exact sums out of range, or more held updates than max_held), FEDC_ERR_NONFINITE (a
+ * held update has a NaN or Inf), FEDC_ERR_NOMEM. After an error the round in progress is unusable:
+ * begin a new one. */
+fedc_status fedc_strategy_partial_set(fedc_strategy *s, const int64_t *sums,
+                                      const unsigned char *records, size_t count,
+                                      const float *held, fedc_err *err);
+
+/*
  * Simulated attacks for robustness tests (a client option; see docs/STRATEGIES.md):
  *   "none" (or "")    no change
  *   "scale:F"         update *= F

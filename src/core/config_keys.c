@@ -142,6 +142,64 @@ static const fedc_config_key keys[] = {
     BOOL_KEY("dp", "seeded_noise", "false",
              "TESTS ONLY: DP noise from the run seed (reproducible, NOT private)"),
     /* --- dp: end --- */
+
+    /* --- compress: begin (owned by the codec module; docs/COMPRESSION.md) --- */
+    STR_KEY("compress", "upload", "none",
+            "encoding of client updates: none, f16, bf16, q8, q4, qsgd, topk:F, mask:P, zstd, "
+            "composed with + in that order (e.g. topk:1%+q8+zstd)"),
+    STR_KEY("compress", "download", "none",
+            "encoding of the global model sent to clients (same grammar as compress.upload)"),
+    BOOL_KEY("compress", "download_delta", "false",
+             "send the model as a delta against the version the client has cached"),
+    CHOICE_KEY("compress", "error_feedback", "auto", "auto|on|off",
+               "carry what a lossy upload dropped into the client's next update "
+               "(auto: on for topk)"),
+    /* --- compress: end --- */
+
+    /* --- round, server, client: begin (owned by the net module; docs/DEPLOY.md) --- */
+    DBL_KEY("round", "overselect", "0", 0, 10, 0,
+            "server: select ceil(clients.per_round * (1 + overselect)) clients; the round "
+            "closes once clients.per_round results are accepted (e.g. 0.3)"),
+    DBL_KEY("round", "deadline", "600", 0, 1e7, FEDC_CFG_MIN_EXCL,
+            "server: seconds a round waits for results; then it closes with what it has "
+            "(>= clients.min) or is re-run"),
+    DBL_KEY("round", "retry_delay", "1", 0, 3600, 0,
+            "server: seconds before re-running a round that missed clients.min"),
+    DBL_KEY("round", "max_norm", "0", 0, 1e12, 0,
+            "server: refuse updates whose L2 norm exceeds this (0 = no limit)"),
+    INT_KEY("server", "threads", "4", 1, 256, "HTTP worker threads"),
+    INT_KEY("server", "max_connections", "4096", 16, 1000000, "open connections at most"),
+    DBL_KEY("server", "long_poll", "30", 0, 3600, 0,
+            "seconds a check-in is held waiting for a task before the answer 'retry'"),
+    DBL_KEY("server", "retry_after", "1", 0, 3600, 0,
+            "seconds a client told 'retry' waits before checking in again (jittered)"),
+    INT_KEY("server", "max_message", "1048576", 1024, 1073741824.0,
+            "bytes of the largest protobuf message accepted (other than model chunks)"),
+    INT_KEY("server", "chunk_bytes", "1048576", 4096, 67108864.0,
+            "bytes of model data per chunk message (downloads and uploads)"),
+    INT_KEY("server", "max_uploads", "8", 1, 4096,
+            "results received at once; each holds one update buffer (memory bound)"),
+    DBL_KEY("server", "clock_skew", "300", 1, 86400, 0,
+            "seconds a request's signed timestamp may differ from the server's clock"),
+    DBL_KEY("server", "linger", "3", 0, 86400, 0,
+            "seconds the server keeps answering 'done' after the run ends"),
+    INT_KEY("server", "keep_checkpoints", "3", 0, 1000000,
+            "checkpoints kept in the state dir (0 = all)"),
+    INT_KEY("server", "connection_timeout", "120", 1, 86400,
+            "seconds an idle connection is kept open"),
+    DBL_KEY("client", "connect_timeout", "10", 0, 3600, FEDC_CFG_MIN_EXCL,
+            "seconds to establish a connection to the server"),
+    DBL_KEY("client", "timeout", "300", 0, 86400, FEDC_CFG_MIN_EXCL,
+            "seconds a model download or a result upload may take"),
+    DBL_KEY("client", "wait", "30", 0, 3600, 0,
+            "seconds the client asks the server to hold a check-in (long poll)"),
+    DBL_KEY("client", "retry_initial", "0.5", 0, 3600, FEDC_CFG_MIN_EXCL,
+            "first back-off after a failed request, doubled each failure (with jitter)"),
+    DBL_KEY("client", "retry_max", "30", 0, 86400, FEDC_CFG_MIN_EXCL,
+            "longest back-off between retries"),
+    DBL_KEY("client", "give_up", "0", 0, 1e7, 0,
+            "seconds without reaching the server before the client stops (0 = never)"),
+    /* --- round, server, client: end --- */
 };
 
 size_t fedc_config_key_count(void)

@@ -478,3 +478,243 @@ fedc_status fedc_strategy_finish_round(fedc_strategy *s, float *global, fedc_rou
              s->round, s->ops->name, agg.accepted, agg.rejected);
     return FEDC_OK;
 }
+
+/* ---- partial aggregates (scale-out; include/fedc/strategy.h) ---- */
+
+/* The counters after the exact sums in the sums part. */
+enum { PC_RECORDS, PC_REJECTED, PC_NONFINITE, PC_SHAPE, PARTIAL_COUNTERS };
+
+/* Record layout (FEDC_STRATEGY_RECORD_BYTES, little-endian): client u32, reserved u32 (0),
+ * examples u64, then the doubles weight, train_loss, loss_before, aux as IEEE-754 bits. */
+_Static_assert(FEDC_STRATEGY_RECORD_BYTES == 48, "record layout");
+
+static fedc_accum *extra_accum(const fedc_strategy *s)
+{
+    return s->ops->partial_accum ? s->ops->partial_accum(s, s->state) : NULL;
+}
+
+static size_t raw_len(fedc_accum *acc)
+{
+    return acc ? fedc_accum_len(acc) + FEDC_ACCUM_TRAILER : 0;
+}
+
+size_t fedc_strategy_partial_sums_len(const fedc_strategy *s)
+{
+    assert(s);
+    return raw_len(s->acc) + raw_len(extra_accum(s)) + PARTIAL_COUNTERS;
+}
+
+void fedc_strategy_partial_sums(const fedc_strategy *s, int64_t *out)
+{
+    assert(s && out);
+    assert(s->in_round && "partial sums outside begin_round/finish_round");
+    fedc_accum *accs[2] = {s->acc, extra_accum(s)};
+    for (int a = 0; a < 2; a++) {
+        if (!accs[a]) continue;
+        size_t len;
+        const int64_t *raw = fedc_accum_raw(accs[a], &len);
+        memcpy(out, raw, len * sizeof *out);
+        out += len;
+    }
+    out[PC_RECORDS] = (int64_t)s->nrecs;
+    out[PC_REJECTED] = (int64_t)s->rejected;
+    out[PC_NONFINITE] = (int64_t)s->rejected_nonfinite;
+    out[PC_SHAPE] = (int64_t)s->rejected_shape;
+}
+
+size_t fedc_strategy_partial_count(const fedc_strategy *s)
+{
+    assert(s);
+    return s->nrecs;
+}
+
+static void put_u64(unsigned char *p, uint64_t v)
+{
+    for (int i = 0; i < 8; i++) p[i] = (unsigned char)(v >> (8 * i));
+}
+
+static uint64_t get_u64(const unsigned char *p)
+{
+    uint64_t v = 0;
+    for (int i = 0; i < 8; i++) v |= (uint64_t)p[i] << (8 * i);
+    return v;
+}
+
+static void put_f64(unsigned char *p, double d)
+{
+    uint64_t u;
+    memcpy(&u, &d, sizeof u);
+    put_u64(p, u);
+}
+
+static double get_f64(const unsigned char *p)
+{
+    uint64_t u = get_u64(p);
+    double d;
+    memcpy(&d, &u, sizeof d);
+    return d;
+}
+
+void fedc_strategy_partial_records(const fedc_strategy *s, unsigned char *out)
+{
+    assert(s && (out || s->nrecs == 0));
+    assert(s->in_round && "partial records outside begin_round/finish_round");
+    for (size_t i = 0; i < s->nrecs; i++, out += FEDC_STRATEGY_RECORD_BYTES) {
+        const fedci_client_rec *r = &s->recs[i];
+        /* Robust: records go out in slot order, which is the order of the held updates. */
+        assert(s->ops->streaming || r->slot == i);
+        put_u64(out, r->client); /* client in the low 4 bytes, reserved 0 in the high ones */
+        put_u64(out + 8, r->examples);
+        put_f64(out + 16, r->weight);
+        put_f64(out + 24, r->train_loss);
+        put_f64(out + 32, r->loss_before);
+        put_f64(out + 40, r->aux);
+    }
+}
+
+const float *fedc_strategy_partial_held(const fedc_strategy *s)
+{
+    assert(s);
+    return s->ops->streaming ? NULL : s->held;
+}
+
+float *fedc_strategy_partial_held_reserve(fedc_strategy *s, size_t count, fedc_err *err)
+{
+    assert(s);
+    assert(s->in_round && "partial held area outside begin_round/finish_round");
+    if (s->ops->streaming) {
+        fedc_err_set(err, FEDC_ERR_STATE, "%s is linear: it holds no updates", s->ops->name);
+        return NULL;
+    }
+    if (count > s->max_held) {
+        fedc_err_set(err, FEDC_ERR_RANGE,
+                     "round %u: %zu updates in the combined round, but %s holds at most %zu "
+                     "(strategy.max_updates)",
+                     s->round, count, s->ops->name, s->max_held);
+        return NULL;
+    }
+    size_t slots = count ? count : 1;
+    if (slots > s->held_slots) {
+        float *h = fedc_realloc(s->held, slots * s->n * sizeof(float));
+        if (!h) {
+            fedc_err_set(err, FEDC_ERR_NOMEM, "out of memory holding %zu updates", slots);
+            return NULL;
+        }
+        s->held = h;
+        s->held_slots = slots;
+    }
+    return s->held;
+}
+
+fedc_status fedc_strategy_partial_set(fedc_strategy *s, const int64_t *sums,
+                                      const unsigned char *records, size_t count,
+                                      const float *held, fedc_err *err)
+{
+    assert(s && sums && (records || count == 0));
+    assert(s->in_round && "fedc_strategy_partial_set outside begin_round/finish_round");
+    assert(s->ops->streaming || held || count == 0);
+    fedc_err_clear(err);
+    const char *name = s->ops->name;
+    const int64_t *ctr = sums + fedc_strategy_partial_sums_len(s) - PARTIAL_COUNTERS;
+    for (int i = 0; i < PARTIAL_COUNTERS; i++)
+        if (ctr[i] < 0)
+            return fedc_err_set(err, FEDC_ERR_FORMAT,
+                                "round %u: %s partial aggregate: counter %d is negative (%lld)",
+                                s->round, name, i, (long long)ctr[i]);
+    if ((uint64_t)ctr[PC_RECORDS] != count)
+        return fedc_err_set(err, FEDC_ERR_FORMAT,
+                            "round %u: %s partial aggregate: %zu records, but the sums count "
+                            "%lld",
+                            s->round, name, count, (long long)ctr[PC_RECORDS]);
+    if (!s->ops->streaming && count > s->max_held)
+        return fedc_err_set(err, FEDC_ERR_RANGE,
+                            "round %u: %zu updates in the combined round, but %s holds at most "
+                            "%zu (strategy.max_updates)",
+                            s->round, count, name, s->max_held);
+
+    /* Records: decoded and checked before anything changes. */
+    fedci_client_rec *recs = fedc_malloc((count ? count : 1) * sizeof *recs);
+    if (!recs)
+        return fedc_err_set(err, FEDC_ERR_NOMEM, "round %u: out of memory for %zu records",
+                            s->round, count);
+    for (size_t i = 0; i < count; i++) {
+        const unsigned char *p = records + i * FEDC_STRATEGY_RECORD_BYTES;
+        fedci_client_rec *r = &recs[i];
+        memset(r, 0, sizeof *r);
+        uint64_t id = get_u64(p);
+        r->client = (uint32_t)id;
+        r->examples = get_u64(p + 8);
+        r->weight = get_f64(p + 16);
+        r->train_loss = get_f64(p + 24);
+        r->loss_before = get_f64(p + 32);
+        r->aux = get_f64(p + 40);
+        r->slot = i;
+        const char *bad = id >> 32 ? "reserved bytes are not 0"
+                          : r->examples == 0 ? "0 examples"
+                          : !(isfinite(r->weight) && r->weight > 0) ? "weight not finite and > 0"
+                          : !isfinite(r->aux) ? "aux not finite"
+                                              : NULL;
+        if (bad) {
+            uint32_t client = r->client;
+            fedc_free(recs);
+            return fedc_err_set(err, FEDC_ERR_FORMAT,
+                                "round %u: %s partial aggregate: record %zu (client %u): %s",
+                                s->round, name, i, client, bad);
+        }
+    }
+    /* Sorted by client id here (finish_round would do it anyway), so duplicates are adjacent. */
+    qsort(recs, count, sizeof *recs, rec_cmp);
+    for (size_t i = 1; i < count; i++) {
+        if (recs[i].client == recs[i - 1].client) {
+            uint32_t dup = recs[i].client;
+            fedc_free(recs);
+            return fedc_err_set(err, FEDC_ERR_INVALID,
+                                "round %u: %s partial aggregate: client %u appears twice", s->round,
+                                name, dup);
+        }
+    }
+    /* Robust: the held updates, into the strategy's area (no copy if they are already there). */
+    if (!s->ops->streaming && count) {
+        if (held != s->held) {
+            if (!fedc_strategy_partial_held_reserve(s, count, err)) {
+                fedc_free(recs);
+                return err ? err->code : FEDC_ERR_NOMEM;
+            }
+            memmove(s->held, held, count * s->n * sizeof(float));
+        }
+        for (size_t i = 0; i < count; i++) {
+            ptrdiff_t bad = fedc_vec_find_nonfinite(s->n, s->held + i * s->n);
+            if (bad >= 0) {
+                fedc_free(recs);
+                return fedc_err_set(err, FEDC_ERR_NONFINITE,
+                                    "round %u: %s partial aggregate: held update %zu element %td "
+                                    "is %g",
+                                    s->round, name, i, bad, (double)s->held[i * s->n + (size_t)bad]);
+            }
+        }
+    }
+    /* Exact sums: installed, then range-checked (the combined bound may be too large). */
+    fedc_accum *accs[2] = {s->acc, extra_accum(s)};
+    for (int a = 0; a < 2; a++) {
+        if (!accs[a]) continue;
+        size_t len;
+        int64_t *raw = fedc_accum_raw(accs[a], &len);
+        memcpy(raw, sums, len * sizeof *raw);
+        sums += len;
+        fedc_status st = fedc_accum_check_raw(accs[a], err);
+        if (st != FEDC_OK) {
+            fedc_free(recs);
+            fedc_err_prefix(err, "round %u: %s partial aggregate: ", s->round, name);
+            return st;
+        }
+    }
+    fedc_free(s->recs);
+    s->recs = recs;
+    s->recs_cap = count ? count : 1;
+    s->nrecs = count;
+    if (!s->ops->streaming) s->held_used = count;
+    s->rejected = (size_t)ctr[PC_REJECTED];
+    s->rejected_nonfinite = (size_t)ctr[PC_NONFINITE];
+    s->rejected_shape = (size_t)ctr[PC_SHAPE];
+    return FEDC_OK;
+}

@@ -84,7 +84,16 @@ struct fedci_strategy_ops {
                   float *next);
     /* Called once next has been accepted (finite) and copied to the global model. NULL: none. */
     void (*commit)(fedc_strategy *s, void *st);
+    /* Linear, scale-out: the strategy's own exact running sum besides the update sum (SCAFFOLD's
+     * control sum), combined across partial aggregates like it. NULL: none. */
+    fedc_accum *(*partial_accum)(const fedc_strategy *s, void *st);
 };
+
+/* Scale-out (fedc_strategy_partial_*) relies on two properties of every strategy:
+ * - all that one round adds to a strategy is in s->acc, the partial_accum, s->recs and (robust)
+ *   the held updates; weigh() may read state set by begin_round or commit, never by other adds;
+ * - robust strategies keep no state across rounds besides the global model: the MPI backend
+ *   finishes their rounds on rank 0 only and broadcasts the new model. */
 
 /* The built-in strategies. */
 extern const fedci_strategy_ops fedci_strategy_fedavg, fedci_strategy_fedavgm,

@@ -389,6 +389,12 @@ static void scaffold_commit(fedc_strategy *s, void *state)
     for (size_t i = 0; i < s->n; i++) st->c[i] = (float)((double)st->c[i] + (double)sum[i] * f);
 }
 
+static fedc_accum *scaffold_partial_accum(const fedc_strategy *s, void *state)
+{
+    (void)s;
+    return ((scaffold_state *)state)->csum;
+}
+
 const fedci_strategy_ops fedci_strategy_scaffold = {
     .name = "scaffold",
     .state_size = sizeof(scaffold_state),
@@ -401,4 +407,5 @@ const fedci_strategy_ops fedci_strategy_scaffold = {
     .add_extra = scaffold_add_extra,
     .apply = scaffold_apply,
     .commit = scaffold_commit,
+    .partial_accum = scaffold_partial_accum,
 };

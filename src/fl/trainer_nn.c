@@ -2,6 +2,12 @@
  * The built-in trainer: local SGD (or Adam) on a client's shard with fedc's nn engine.
  * Per-worker state holds the workspaces, optimizer and batch buffers, reused across clients:
  * training a client allocates nothing but its batch order.
+ *
+ * DP-SGD (dp.sgd; Abadi et al. 2016; the blocks marked "DP"): each batch's gradient is the sum
+ * of per-example gradients clipped to dp.sgd_clip (fedc_nn_train_batch_clipped), plus
+ * N(0, (dp.sgd_noise_multiplier * dp.sgd_clip)^2) per coordinate, divided by the configured
+ * batch size (the expected batch, also for a short last batch), then the optimizer's step.
+ * The round engine accounts it per client (q = batch / examples, the steps reported).
  */
 #include <math.h>
 #include <string.h>
@@ -9,6 +15,7 @@
 #include "fedc/alloc.h"
 #include "fedc/nn.h"
 #include "fedc/optim.h"
+#include "fedc/privacy.h"
 #include "fedc/strategy.h"
 #include "fedc/trainer_nn.h"
 
@@ -27,7 +34,14 @@ typedef struct nn_shared {
     int64_t epochs, steps;
     fedc_attack attack;
     uint32_t num_attackers;
+    /* DP-SGD */
+    int dp_sgd, dp_seeded;
+    double dp_clip, dp_stddev;
 } nn_shared;
+
+/* Seeded DP-SGD noise uses its own key so that it never repeats the client's seeded local-DP
+ * noise stream (both are test-only, NOT private). */
+#define DP_SGD_SEED_TWEAK 0x9E3779B97F4A7C15ull
 
 typedef struct nn_worker {
     fedc_nn_workspace *ws, *ws_eval;
@@ -35,6 +49,7 @@ typedef struct nn_worker {
     float *params;
     float *x, *xe;
     int32_t *y, *ye;
+    fedc_dp_noise *noise; /* DP-SGD's noise source (secure: for the worker's life) */
 } nn_worker;
 
 static const fedc_layout *nn_layout(const void *shared)
@@ -60,6 +75,8 @@ static void nn_worker_fini(void *worker)
     fedc_free(w->xe);
     fedc_free(w->y);
     fedc_free(w->ye);
+    if (w->noise) fedc_dp_noise_fini(w->noise);
+    fedc_free(w->noise);
     memset(w, 0, sizeof *w);
 }
 
@@ -78,6 +95,11 @@ static fedc_status nn_worker_init(const void *shared, void *worker, fedc_err *er
     w->ye = fedc_malloc((size_t)EVAL_BATCH * sizeof(int32_t));
     if (!w->params || !w->x || !w->y || !w->xe || !w->ye)
         return fedc_err_set(err, FEDC_ERR_NOMEM, "trainer: out of memory for a worker");
+    if (s->dp_sgd) { /* DP */
+        if (!(w->noise = fedc_calloc(1, sizeof *w->noise)))
+            return fedc_err_set(err, FEDC_ERR_NOMEM, "trainer: out of memory for a worker");
+        if (!s->dp_seeded) FEDC_TRY(fedc_dp_noise_init_secure(w->noise, err));
+    }
     return FEDC_OK;
 }
 
@@ -131,6 +153,8 @@ static fedc_status nn_fit(const void *shared, void *worker, const fedc_fit_ins *
     FEDC_TRY(fedc_batch_iter_init(&it, idx, n, (size_t)s->batch, 0, err));
     fedc_rng shuffle;
     fedc_rng_init(&shuffle, ins->seed, ins->round, ins->client, FEDC_RNG_SHUFFLE);
+    if (s->dp_sgd && s->dp_seeded) /* DP */
+        fedc_dp_noise_init_seeded(w->noise, ins->seed + DP_SGD_SEED_TWEAK, ins->round, ins->client);
     uint64_t total_steps = s->epochs > 0 ? (uint64_t)s->epochs * fedc_batch_iter_num_batches(&it)
                                          : (uint64_t)s->steps;
     float *grad = fedc_nn_workspace_grad(w->ws);
@@ -144,11 +168,20 @@ static fedc_status nn_fit(const void *shared, void *worker, const fedc_fit_ins *
         while (step < total_steps && (b = fedc_batch_iter_next(&it, &batch)) > 0) {
             fedc_data_gather(s->train, batch, b, w->x, w->y);
             float loss;
-            st = fedc_nn_train_batch(w->ws, w->params, w->x, w->y, (int)b, &loss);
+            if (s->dp_sgd) /* DP: sum of clipped per-example gradients */
+                st = fedc_nn_train_batch_clipped(w->ws, w->params, w->x, w->y, (int)b,
+                                                 s->dp_clip, &loss, NULL);
+            else
+                st = fedc_nn_train_batch(w->ws, w->params, w->x, w->y, (int)b, &loss);
             if (st != FEDC_OK) {
                 fedc_err_set(err, st, "client %u: %s", ins->client,
                              fedc_nn_workspace_errmsg(w->ws));
                 break;
+            }
+            if (s->dp_sgd) { /* DP: noise on the sum, then the fixed denominator */
+                st = fedc_dp_noise_add(w->noise, P, grad, s->dp_stddev, err);
+                if (st != FEDC_OK) break;
+                fedc_vec_scale(P, 1.0f / (float)s->batch, grad);
             }
             if (ins->server_control && ins->client_control) /* SCAFFOLD: g + c - c_i */
                 for (size_t i = 0; i < P; i++)
@@ -276,6 +309,11 @@ fedc_status fedc_trainer_nn_create(const fedc_config *cfg, const fedc_dataset *t
         for (size_t i = 0; st == FEDC_OK && i < nt; i++) s->test_idx[i] = (uint32_t)i;
     }
     if (st == FEDC_OK) st = fedc_attack_parse(fedc_config_str(cfg, "attack.kind"), &s->attack, err);
+    /* DP */
+    s->dp_sgd = fedc_config_bool(cfg, "dp.sgd");
+    s->dp_seeded = fedc_config_bool(cfg, "dp.seeded_noise");
+    s->dp_clip = fedc_config_double(cfg, "dp.sgd_clip");
+    s->dp_stddev = fedc_config_double(cfg, "dp.sgd_noise_multiplier") * s->dp_clip;
     if (st == FEDC_OK) {
         double frac = fedc_config_double(cfg, "attack.fraction");
         s->num_attackers = (uint32_t)ceil(frac * (double)fedc_config_int(cfg, "clients.count"));

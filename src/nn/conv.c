@@ -6,10 +6,11 @@
  *     dW += dY * col^T       dcol = W^T * dY  -> col2im -> dx
  * col is rebuilt in backward rather than kept: it is written to cache-resident scratch, which
  * costs far less than storing it for the whole batch and streaming it back from memory.
- * Chunks are one sample when a sample has at least 256 output pixels (the GEMM is then
+ * Chunks are one sample when a sample has at least 128 output pixels (the GEMM is then
  * already wide, and its output is the NCHW layout directly); smaller maps are batched until
- * the GEMM is 256 columns wide and scattered back to NCHW (an F*n*HWo copy, K times cheaper
- * than the product).
+ * the GEMM is 128 columns wide and scattered back to NCHW (an F*n*HWo copy, K times cheaper
+ * than the product). The weight gradient is accumulated transposed, dW^T[K, F] += col dY^T,
+ * the orientation in which BLAS runs these shapes fastest, and transposed once at the end.
  */
 #include <stddef.h>
 #include <string.h>
@@ -17,7 +18,7 @@
 #include "fedc/status.h"
 #include "nn/nn_internal.h"
 
-#define CONV_MIN_COLS 256
+#define CONV_MIN_COLS 128
 
 static fedc_status conv_setup(fedci_layer *L, const char *where, fedc_err *err)
 {
@@ -73,8 +74,9 @@ static fedc_status conv_setup(fedci_layer *L, const char *where, fedc_err *err)
     L->tinit[1] = FEDCI_INIT_ZERO;
     L->chunk = HWo >= CONV_MIN_COLS ? 1 : (int)((CONV_MIN_COLS + HWo - 1) / HWo);
     const size_t nb = (size_t)L->chunk;
-    /* col, the chunk's output (when chunks have more than one sample), one example's dW. */
-    L->scratch_c = K * nb * HWo + (nb > 1 ? (size_t)F * nb * HWo : 0) + (size_t)F * K;
+    /* col, the chunk's output (when chunks have more than one sample), one example's dW,
+     * the transposed weight gradient. */
+    L->scratch_c = K * nb * HWo + (nb > 1 ? (size_t)F * nb * HWo : 0) + 2 * (size_t)F * K;
     L->macs_ps = (double)F * K * HWo;
     return FEDC_OK;
 }
@@ -245,7 +247,7 @@ static void conv_backward(const fedci_layer *L, const fedci_exec *e, const float
     const float *W = P + L->toff[0];
     float *col = e->scratch;
     float *Yc = col + (size_t)K * nb * HWo;
-    float *pedW = Yc + (nb > 1 ? (size_t)F * nb * HWo : 0);
+    float *pedW = Yc + (nb > 1 ? (size_t)F * nb * HWo : 0), *dWT = pedW + (size_t)F * K;
     float *dW = dP ? dP + L->toff[0] : NULL, *db = dP ? dP + L->toff[1] : NULL;
     if (db) memset(db, 0, (size_t)F * sizeof *db);
     for (int b0 = 0; b0 < B; b0 += nb) {
@@ -263,7 +265,7 @@ static void conv_backward(const fedci_layer *L, const fedci_exec *e, const float
             dyc = Yc;
         }
         if (dW) {
-            fedci_gemm(0, 1, F, K, ld, 1.0f, dyc, ld, col, ld, b0 == 0 ? 0.0f : 1.0f, dW, K);
+            fedci_gemm(0, 1, K, F, ld, 1.0f, col, ld, dyc, ld, b0 == 0 ? 0.0f : 1.0f, dWT, F);
             for (int f = 0; f < F; f++) db[f] += sum_row(dyc + (size_t)f * ld, ld);
         }
         if (pe_sq) {
@@ -286,6 +288,9 @@ static void conv_backward(const fedci_layer *L, const fedci_exec *e, const float
             col2im(L, col, n, dx + (size_t)b0 * L->in_n);
         }
     }
+    if (dW)
+        for (int f = 0; f < F; f++)
+            for (int k = 0; k < K; k++) dW[(size_t)f * K + k] = dWT[(size_t)k * F + f];
 }
 
 const fedci_layer_ops fedci_conv_ops = {"conv", 1, conv_setup, conv_forward, conv_backward};

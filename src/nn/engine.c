@@ -104,7 +104,8 @@ fedc_status fedc_nn_workspace_create(const fedc_model *model, int max_batch,
     size_t scratch = 0, gmax = 0;
     for (size_t i = 0; i < n && !failed; i++) {
         const fedci_layer *L = &m->layers[i];
-        if (L->kind != FEDCI_FLATTEN) ws->act[i] = ws_alloc(ws, B * L->out_n, sizeof(float), &failed);
+        if (L->kind != FEDCI_FLATTEN)
+            ws->act[i] = ws_alloc(ws, B * L->out_n, sizeof(float), &failed);
         ws->save[i] = ws_alloc(ws, B * L->save_ps, sizeof(float), &failed);
         size_t s = fedci_layer_scratch(L, max_batch);
         if (s > scratch) scratch = s;

@@ -66,36 +66,60 @@ void fedci_gemm_plain(int ta, int tb, int M, int N, int K, float alpha, const fl
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #define FEDCI_HAVE_SKINNY 1
+/* acc += a * b must become one fused multiply-add: ISO C mode (-std=c11) turns GCC's
+ * contraction off, so ask for it here (Clang contracts within expressions by default). */
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC optimize("fp-contract=fast")
+#endif
 
 #define SK_SUFFIX _avx512
 #define SK_VL 16
 #define SK_TARGET __attribute__((target("avx512f,avx512vl,avx512dq,avx512bw,fma")))
 #define SK_NN_NV 4
+#define SK_NN_KB 64
 #define SK_TN_MB 8
+#define SK_NT_MB 5
+#define SK_NT_NB 5
+#define SK_NT_KC (1 << 30)
 #include "nn/gemm_skinny.h"
 #undef SK_SUFFIX
 #undef SK_VL
 #undef SK_TARGET
 #undef SK_NN_NV
+#undef SK_NN_KB
 #undef SK_TN_MB
+#undef SK_NT_MB
+#undef SK_NT_NB
+#undef SK_NT_KC
 
 #define SK_SUFFIX _avx2
 #define SK_VL 8
 #define SK_TARGET __attribute__((target("avx2,fma")))
 #define SK_NN_NV 2
+#define SK_NN_KB 64
 #define SK_TN_MB 4
+#define SK_NT_MB 3
+#define SK_NT_NB 4
+#define SK_NT_KC (1 << 30)
 #include "nn/gemm_skinny.h"
 #undef SK_SUFFIX
 #undef SK_VL
 #undef SK_TARGET
 #undef SK_NN_NV
+#undef SK_NN_KB
 #undef SK_TN_MB
+#undef SK_NT_MB
+#undef SK_NT_NB
+#undef SK_NT_KC
 
-/* 2: AVX-512, 1: AVX2 + FMA, 0: neither. */
+static atomic_int skinny_cap = -1;
+
+/* 2: AVX-512, 1: AVX2 + FMA, 0: neither; at most the cap set by fedci_gemm_cap_isa. */
 static int skinny_isa(void)
 {
     static atomic_int isa = -1;
     int v = atomic_load_explicit(&isa, memory_order_relaxed);
+    int cap = atomic_load_explicit(&skinny_cap, memory_order_relaxed);
     if (v < 0) {
         __builtin_cpu_init();
         if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
@@ -107,9 +131,18 @@ static int skinny_isa(void)
             v = 0;
         atomic_store_explicit(&isa, v, memory_order_relaxed);
     }
-    return v;
+    return cap >= 0 && cap < v ? cap : v;
 }
 #endif
+
+void fedci_gemm_cap_isa(int level)
+{
+#ifdef FEDCI_HAVE_SKINNY
+    atomic_store_explicit(&skinny_cap, level, memory_order_relaxed);
+#else
+    (void)level;
+#endif
+}
 
 int fedci_gemm_skinny(int ta, int tb, int M, int N, int K, float alpha, const float *A, int lda,
                       const float *B, int ldb, float beta, float *C, int ldc)

@@ -113,7 +113,8 @@ static void lstm_backward(const fedci_layer *L, const fedci_exec *e, const float
     const float *Wih = P + L->toff[0], *Whh = P + L->toff[1];
     const float *Z = save, *C = save + (size_t)B * T * G, *Hs = C + (size_t)B * T * H;
     const size_t rows = (size_t)B * T;
-    float *dZ = e->scratch, *hprev = dZ + rows * G, *dh = hprev + rows * H, *dc = dh + (size_t)B * H;
+    float *dZ = e->scratch, *hprev = dZ + rows * G, *dh = hprev + rows * H;
+    float *dc = dh + (size_t)B * H;
     memset(dc, 0, (size_t)B * H * sizeof *dc);
     memset(dh, 0, (size_t)B * H * sizeof *dh);
     for (int t = T - 1; t >= 0; t--) {

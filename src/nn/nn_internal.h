@@ -148,6 +148,9 @@ void fedci_gemm(int ta, int tb, int M, int N, int K, float alpha, const float *A
 #define FEDCI_SKINNY_MAX 16
 int fedci_gemm_skinny(int ta, int tb, int M, int N, int K, float alpha, const float *A, int lda,
                       const float *B, int ldb, float beta, float *C, int ldc);
+/* Tests: caps the instruction set of the skinny path (0 none, 1 AVX2, 2 AVX-512; -1 = the
+ * CPU's best), so that every variant can be checked on one machine. */
+void fedci_gemm_cap_isa(int level);
 /* The plain-C kernel: the fallback without BLAS and the tests' oracle. */
 void fedci_gemm_plain(int ta, int tb, int M, int N, int K, float alpha, const float *A,
                       int lda, const float *B, int ldb, float beta, float *C, int ldc);

@@ -6,6 +6,10 @@
  * worker may train any client, since training is a pure function of (seed, round, client,
  * global model). Per-worker buffers (trainer state, update and control-delta vectors) are
  * allocated once per run.
+ *
+ * Each simulated client runs the client pipeline of a real one: trainer->fit, then the DP
+ * task the engine gives it (fedc_dp_client_apply: clip, local noise), then submit. A record
+ * with dp_budget_stop ends the run (FEDC_OK) before the round that would exceed the budget.
  */
 #include <math.h>
 #include <pthread.h>
@@ -16,6 +20,7 @@
 
 #include "fedc/alloc.h"
 #include "fedc/log.h"
+#include "fedc/privacy.h"
 #include "fedc/sim.h"
 
 typedef struct sim_worker {
@@ -96,9 +101,24 @@ static fedc_status fit_one(sim_run *run, sim_worker *w, uint32_t client)
         fedc_engine_report_failure(run->engine, client, fedc_err_message(&ferr));
         return FEDC_OK;
     }
+    /* DP: the client's side (clip, local noise) before the update "leaves the device" */
+    fedc_dp_client_task task;
+    fedc_dp_client_report report = {1};
+    fedc_engine_dp_task(run->engine, client, &task);
+    if (task.clip > 0 || task.noise_stddev > 0) {
+        st = fedc_dp_client_apply(&task, run->num_params, out.update, &report, &ferr);
+        if (st == FEDC_ERR_CRYPTO) { /* no secure noise source: nothing private can run */
+            w->err = ferr;
+            return st;
+        }
+        if (st != FEDC_OK) {
+            fedc_engine_report_failure(run->engine, client, fedc_err_message(&ferr));
+            return FEDC_OK;
+        }
+    }
     fedc_err serr;
     fedc_err_clear(&serr);
-    fedc_engine_submit(run->engine, client, &out, dt, &serr); /* refusals are counted there */
+    fedc_engine_submit_dp(run->engine, client, &out, &report, dt, &serr); /* refusals counted */
     return FEDC_OK;
 }
 
@@ -216,7 +236,8 @@ static fedc_status run_init(sim_run *run, int nworkers, fedc_err *err)
 static fedc_status evaluate(sim_run *run, fedc_round_record *rec, fedc_err *err)
 {
     const fedc_trainer_ops *ops = run->trainer->ops;
-    if (fedc_engine_eval_due(run->engine, rec->round)) {
+    /* DP: a run stopped by its budget ends here: evaluate its last model too */
+    if (fedc_engine_eval_due(run->engine, rec->round) || rec->dp_budget_stop) {
         fedc_eval_ins ins = {rec->round, FEDC_CLIENT_SERVER, fedc_engine_global(run->engine),
                              run->num_params, run->cfg};
         fedc_eval_out out;
@@ -305,6 +326,13 @@ fedc_status fedc_sim_run(fedc_engine *engine, const fedc_trainer *trainer,
         if (st != FEDC_OK) break;
         rec.seconds = now_seconds() - t0;
         if (opts && opts->on_round && opts->on_round(opts->user, &rec)) break;
+        if (rec.dp_budget_stop) { /* DP: the next round would exceed dp.epsilon_budget */
+            fedc_log(FEDC_LOG_INFO, "sim",
+                     "round %u: stopping: the next round would spend epsilon %g, more than "
+                     "dp.epsilon_budget",
+                     rec.round, rec.dp_next_epsilon);
+            break;
+        }
     }
     run_fini(&run);
     return st;

@@ -1,0 +1,389 @@
+/*
+ * Wire messages: protobuf-c on fedc's allocator, length-delimited framing, and the vector
+ * streams (model download, result upload) that carry float32 vectors as bounded Chunks.
+ * See wire.h for the contracts; docs/PROTOCOL.md for the format.
+ */
+#include "net/wire.h"
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+#include "fedc/alloc.h"
+
+static void *pb_alloc(void *data, size_t size)
+{
+    (void)data;
+    return fedc_malloc(size);
+}
+
+static void pb_free(void *data, void *ptr)
+{
+    (void)data;
+    fedc_free(ptr);
+}
+
+ProtobufCAllocator fedci_pb_allocator = {pb_alloc, pb_free, NULL};
+
+/* ---- buffers ---- */
+
+void fedci_buf_fini(fedci_buf *b)
+{
+    fedc_free(b->data);
+    b->data = NULL;
+    b->len = b->cap = 0;
+}
+
+fedc_status fedci_buf_reserve(fedci_buf *b, size_t extra, fedc_err *err)
+{
+    if (extra <= b->cap - b->len) return FEDC_OK;
+    if (extra > SIZE_MAX / 2 - b->len)
+        return fedc_err_set(err, FEDC_ERR_NOMEM, "buffer of %zu + %zu bytes is too large",
+                            b->len, extra);
+    size_t cap = b->cap ? b->cap : 256;
+    while (cap - b->len < extra) cap *= 2;
+    uint8_t *p = fedc_realloc(b->data, cap);
+    if (!p) return fedc_err_set(err, FEDC_ERR_NOMEM, "out of memory for a %zu-byte buffer", cap);
+    b->data = p;
+    b->cap = cap;
+    return FEDC_OK;
+}
+
+fedc_status fedci_buf_append(fedci_buf *b, const void *data, size_t n, fedc_err *err)
+{
+    FEDC_TRY(fedci_buf_reserve(b, n, err));
+    if (n) memcpy(b->data + b->len, data, n);
+    b->len += n;
+    return FEDC_OK;
+}
+
+/* ---- messages ---- */
+
+fedc_status fedci_pack(const ProtobufCMessage *msg, fedci_buf *b, fedc_err *err)
+{
+    size_t n = protobuf_c_message_get_packed_size(msg);
+    FEDC_TRY(fedci_buf_reserve(b, n, err));
+    size_t w = protobuf_c_message_pack(msg, b->data + b->len);
+    if (w != n)
+        return fedc_err_set(err, FEDC_ERR_INTERNAL, "protobuf pack wrote %zu bytes, not %zu", w,
+                            n);
+    b->len += n;
+    return FEDC_OK;
+}
+
+fedc_status fedci_unpack(const ProtobufCMessageDescriptor *desc, const uint8_t *data,
+                         size_t len, const char *what, ProtobufCMessage **out, fedc_err *err)
+{
+    *out = protobuf_c_message_unpack(desc, &fedci_pb_allocator, len, data);
+    if (!*out)
+        return fedc_err_set(err, FEDC_ERR_FORMAT, "%s: %zu bytes are not a valid %s message",
+                            what, len, desc->short_name);
+    return FEDC_OK;
+}
+
+void fedci_unpacked_free(ProtobufCMessage *msg)
+{
+    if (msg) protobuf_c_message_free_unpacked(msg, &fedci_pb_allocator);
+}
+
+/* ---- framing ---- */
+
+size_t fedci_varint_size(uint64_t v)
+{
+    size_t n = 1;
+    while (v >= 0x80) {
+        v >>= 7;
+        n++;
+    }
+    return n;
+}
+
+size_t fedci_varint_put(uint8_t *out, uint64_t v)
+{
+    size_t n = 0;
+    while (v >= 0x80) {
+        out[n++] = (uint8_t)(v | 0x80);
+        v >>= 7;
+    }
+    out[n++] = (uint8_t)v;
+    return n;
+}
+
+fedc_status fedci_frame_append(const ProtobufCMessage *msg, fedci_buf *b, fedc_err *err)
+{
+    size_t n = protobuf_c_message_get_packed_size(msg);
+    FEDC_TRY(fedci_buf_reserve(b, n + 10, err));
+    b->len += fedci_varint_put(b->data + b->len, n);
+    size_t w = protobuf_c_message_pack(msg, b->data + b->len);
+    if (w != n)
+        return fedc_err_set(err, FEDC_ERR_INTERNAL, "protobuf pack wrote %zu bytes, not %zu", w,
+                            n);
+    b->len += n;
+    return FEDC_OK;
+}
+
+void fedci_framer_init(fedci_framer *f, size_t max_frame)
+{
+    memset(f, 0, sizeof *f);
+    f->max_frame = max_frame;
+}
+
+void fedci_framer_fini(fedci_framer *f)
+{
+    fedc_free(f->buf);
+    f->buf = NULL;
+}
+
+int fedci_framer_at_boundary(const fedci_framer *f)
+{
+    return !f->in_body && f->varint_bytes == 0;
+}
+
+fedc_status fedci_framer_feed(fedci_framer *f, const uint8_t *data, size_t n, fedci_frame_fn fn,
+                              void *user, fedc_err *err)
+{
+    size_t i = 0;
+    while (i < n) {
+        if (!f->in_body) {
+            uint8_t byte = data[i++];
+            if (f->varint_bytes == 0) {
+                f->frame_start = f->consumed;
+                f->want = 0;
+            }
+            f->consumed++;
+            f->want |= (uint64_t)(byte & 0x7f) << (7 * f->varint_bytes);
+            f->varint_bytes++;
+            if (byte & 0x80) {
+                if (f->varint_bytes >= 5)
+                    return fedc_err_set(err, FEDC_ERR_FORMAT,
+                                        "stream byte %" PRIu64 ": frame length prefix is too long",
+                                        f->frame_start);
+                continue;
+            }
+            f->varint_bytes = 0;
+            if (f->want > f->max_frame)
+                return fedc_err_set(err, FEDC_ERR_RANGE,
+                                    "stream byte %" PRIu64 ": a %" PRIu64
+                                    "-byte message exceeds the limit of %zu bytes",
+                                    f->frame_start, f->want, f->max_frame);
+            f->have = 0;
+            if (f->want == 0) {
+                FEDC_TRY(fn(user, (const uint8_t *)"", 0, f->frame_start, err));
+                continue;
+            }
+            f->in_body = 1;
+            continue;
+        }
+        size_t avail = n - i;
+        if (f->have == 0 && avail >= f->want) {
+            size_t len = (size_t)f->want;
+            f->consumed += len;
+            i += len;
+            f->in_body = 0;
+            FEDC_TRY(fn(user, data + i - len, len, f->frame_start, err));
+            continue;
+        }
+        if (!f->buf) {
+            f->buf = fedc_malloc(f->max_frame ? f->max_frame : 1);
+            if (!f->buf)
+                return fedc_err_set(err, FEDC_ERR_NOMEM, "out of memory for a %zu-byte frame",
+                                    f->max_frame);
+        }
+        size_t take = (size_t)f->want - f->have;
+        if (take > avail) take = avail;
+        memcpy(f->buf + f->have, data + i, take);
+        f->have += take;
+        f->consumed += take;
+        i += take;
+        if (f->have == f->want) {
+            f->in_body = 0;
+            size_t len = f->have;
+            f->have = 0;
+            FEDC_TRY(fn(user, f->buf, len, f->frame_start, err));
+        }
+    }
+    return FEDC_OK;
+}
+
+/* ---- vector streams ---- */
+
+#define CHUNK_OVERHEAD 32 /* tags and varints of a Chunk around its data */
+
+static const char *vs_name(fedci_vs_kind kind)
+{
+    return kind == FEDCI_VS_MODEL ? "model stream" : "result stream";
+}
+
+void fedci_vstream_init(fedci_vstream *vs, fedci_vs_kind kind, size_t max_header,
+                        uint32_t max_chunk, fedci_header_fn on_header, void *user)
+{
+    memset(vs, 0, sizeof *vs);
+    size_t max_frame = (size_t)max_chunk + CHUNK_OVERHEAD;
+    if (max_header > max_frame) max_frame = max_header;
+    fedci_framer_init(&vs->framer, max_frame);
+    vs->kind = kind;
+    vs->max_header = max_header;
+    vs->max_chunk = max_chunk;
+    vs->on_header = on_header;
+    vs->user = user;
+}
+
+void fedci_vstream_fini(fedci_vstream *vs)
+{
+    fedci_framer_fini(&vs->framer);
+    fedci_unpacked_free(vs->header);
+    vs->header = NULL;
+}
+
+static fedc_status vs_frame(void *user, const uint8_t *msg, size_t len, uint64_t at,
+                            fedc_err *err)
+{
+    fedci_vstream *vs = user;
+    const char *name = vs_name(vs->kind);
+    if (!vs->header) {
+        if (len > vs->max_header)
+            return fedc_err_set(err, FEDC_ERR_RANGE,
+                                "%s: header of %zu bytes exceeds the limit of %zu", name, len,
+                                vs->max_header);
+        const ProtobufCMessageDescriptor *d = vs->kind == FEDCI_VS_MODEL
+                                                  ? &fedc__v1__model_header__descriptor
+                                                  : &fedc__v1__result_header__descriptor;
+        FEDC_TRY(fedci_unpack(d, msg, len, name, &vs->header, err));
+        float *dest = NULL;
+        uint64_t nf = 0;
+        FEDC_TRY(vs->on_header(vs->user, vs->header, &dest, &nf, err));
+        if (nf > SIZE_MAX / 8)
+            return fedc_err_set(err, FEDC_ERR_RANGE, "%s: %" PRIu64 " floats is too many", name,
+                                nf);
+        vs->dest = (uint8_t *)dest;
+        vs->dest_bytes = nf * 4;
+        vs->filled = 0;
+        return FEDC_OK;
+    }
+    if (len > (size_t)vs->max_chunk + CHUNK_OVERHEAD)
+        return fedc_err_set(err, FEDC_ERR_RANGE,
+                            "%s byte %" PRIu64 ": chunk message of %zu bytes exceeds the limit "
+                            "of %u data bytes",
+                            name, at, len, vs->max_chunk);
+    ProtobufCMessage *m;
+    FEDC_TRY(fedci_unpack(&fedc__v1__chunk__descriptor, msg, len, name, &m, err));
+    Fedc__V1__Chunk *c = (Fedc__V1__Chunk *)m;
+    fedc_status st = FEDC_OK;
+    if (c->offset != vs->filled)
+        st = fedc_err_set(err, FEDC_ERR_FORMAT,
+                          "%s byte %" PRIu64 ": chunk offset %" PRIu64 ", expected %" PRIu64,
+                          name, at, c->offset, vs->filled);
+    else if (c->data.len == 0 || c->data.len % 4 != 0 || c->data.len > vs->max_chunk)
+        st = fedc_err_set(err, FEDC_ERR_FORMAT,
+                          "%s byte %" PRIu64 ": chunk of %zu data bytes (must be a multiple of 4 "
+                          "in 4..%u)",
+                          name, at, c->data.len, vs->max_chunk);
+    else if (c->data.len > vs->dest_bytes - vs->filled)
+        st = fedc_err_set(err, FEDC_ERR_SHAPE,
+                          "%s byte %" PRIu64 ": chunk at offset %" PRIu64 " runs past the end of "
+                          "the %" PRIu64 "-float vector",
+                          name, at, c->offset, vs->dest_bytes / 4);
+    if (st == FEDC_OK) {
+        memcpy(vs->dest + vs->filled, c->data.data, c->data.len);
+        vs->filled += c->data.len;
+    }
+    fedci_unpacked_free(m);
+    return st;
+}
+
+fedc_status fedci_vstream_feed(fedci_vstream *vs, const uint8_t *data, size_t n, fedc_err *err)
+{
+    return fedci_framer_feed(&vs->framer, data, n, vs_frame, vs, err);
+}
+
+fedc_status fedci_vstream_finish(fedci_vstream *vs, fedc_err *err)
+{
+    const char *name = vs_name(vs->kind);
+    if (!fedci_framer_at_boundary(&vs->framer))
+        return fedc_err_set(err, FEDC_ERR_FORMAT,
+                            "%s: truncated: the body ends inside a message at byte %" PRIu64,
+                            name, vs->framer.consumed);
+    if (!vs->header)
+        return fedc_err_set(err, FEDC_ERR_FORMAT, "%s: empty: no header message", name);
+    if (vs->filled != vs->dest_bytes)
+        return fedc_err_set(err, FEDC_ERR_SHAPE,
+                            "%s: truncated: %" PRIu64 " of %" PRIu64 " floats received", name,
+                            vs->filled / 4, vs->dest_bytes / 4);
+    return FEDC_OK;
+}
+
+fedc_status fedci_vstream_encode(const ProtobufCMessage *header, const float *x, size_t n,
+                                 uint32_t chunk_bytes, fedci_buf *b, fedc_err *err)
+{
+    chunk_bytes &= ~3u;
+    if (chunk_bytes == 0) chunk_bytes = 4;
+    size_t total = n * 4;
+    size_t nchunks = (total + chunk_bytes - 1) / chunk_bytes;
+    FEDC_TRY(fedci_buf_reserve(b, total + nchunks * CHUNK_OVERHEAD + 64, err));
+    FEDC_TRY(fedci_frame_append(header, b, err));
+    for (size_t off = 0; off < total; off += chunk_bytes) {
+        size_t len = total - off < chunk_bytes ? total - off : chunk_bytes;
+        Fedc__V1__Chunk c = FEDC__V1__CHUNK__INIT;
+        c.offset = off;
+        c.data.len = len;
+        c.data.data = (uint8_t *)x + off;
+        FEDC_TRY(fedci_frame_append(&c.base, b, err));
+    }
+    return FEDC_OK;
+}
+
+/* ---- settings ---- */
+
+int fedci_setting_is_sent(const char *section, const char *name)
+{
+    if (!strcmp(section, "train") || !strcmp(section, "model") || !strcmp(section, "dp") ||
+        !strcmp(section, "attack"))
+        return 1;
+    if (!strcmp(section, "run") && !strcmp(name, "seed")) return 1;
+    if (!strcmp(section, "clients") && !strcmp(name, "count")) return 1;
+    return 0;
+}
+
+void fedci_config_value_text(const fedc_config *cfg, const fedc_config_key *k, char *buf,
+                             size_t size)
+{
+    char dotted[128];
+    snprintf(dotted, sizeof dotted, "%s.%s", k->section, k->name);
+    switch (k->type) {
+    case FEDC_CFG_INT: snprintf(buf, size, "%lld", (long long)fedc_config_int(cfg, dotted)); break;
+    case FEDC_CFG_DOUBLE: snprintf(buf, size, "%.17g", fedc_config_double(cfg, dotted)); break;
+    case FEDC_CFG_BOOL: snprintf(buf, size, "%s", fedc_config_bool(cfg, dotted) ? "true" : "false"); break;
+    default: snprintf(buf, size, "%s", fedc_config_str(cfg, dotted)); break;
+    }
+}
+
+/* ---- misc ---- */
+
+int fedci_parse_u64(const char *s, uint64_t *out)
+{
+    if (!s || !*s) return -1;
+    uint64_t v = 0;
+    for (const char *p = s; *p; p++) {
+        if (*p < '0' || *p > '9') return -1;
+        uint64_t d = (uint64_t)(*p - '0');
+        if (v > (UINT64_MAX - d) / 10) return -1;
+        v = v * 10 + d;
+    }
+    *out = v;
+    return 0;
+}
+
+uint64_t fedci_now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+double fedci_mono(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
