@@ -281,37 +281,11 @@ static int bench_train(int argc, char **argv)
 
 /* ---- dispatch ---- */
 
-/* OpenBLAS picks its kernels when it loads, from the CPU model; on a model it does not know
- * it falls back to generic SSE3 kernels, several times slower than the CPU allows. A benchmark
- * of those says nothing about the engine, so rerun with the family the CPU supports. */
-static void maybe_retune(int argc, char **argv)
-{
-    for (int i = 1; i < argc; i++)
-        if (strcmp(argv[i], "--no-retune") == 0) return;
-    const char *ct = fedc_nn_blas_suggest_coretype();
-    if (!ct || getenv("FEDC_BENCH_RETUNED")) return;
-    fprintf(stderr,
-            "fedc bench: OpenBLAS chose its generic '%s' kernels on this CPU; re-running with "
-            "OPENBLAS_CORETYPE=%s (--no-retune to keep them)\n",
-            fedc_nn_blas_core(), ct);
-    char **nargv = calloc((size_t)argc + 2, sizeof *nargv);
-    if (!nargv) return;
-    nargv[0] = "fedc";
-    for (int i = 0; i < argc; i++) nargv[i + 1] = argv[i];
-    setenv("OPENBLAS_CORETYPE", ct, 1);
-    setenv("FEDC_BENCH_RETUNED", "1", 1);
-    fflush(NULL);
-    execv("/proc/self/exe", nargv);
-    free(nargv); /* exec failed: measure as loaded */
-    fprintf(stderr, "fedc bench: could not re-run; measuring the kernels as loaded\n");
-}
-
 int cmd_bench(int argc, char **argv)
 {
     /* A known case (or none: all), then the right BLAS kernels, then the run. */
     int named = 0;
     for (int i = 1; i < argc && !named; i++) {
-        if (strcmp(argv[i], "--no-retune") == 0) continue;
         if (argv[i][0] == '-') break;
         named = 1;
         const bench_case *c = cases;
@@ -323,13 +297,8 @@ int cmd_bench(int argc, char **argv)
             return CLI_EXIT_USAGE;
         }
     }
-    maybe_retune(argc, argv);
-    /* --no-retune is for this dispatcher: the cases do not see it. */
-    char **args = calloc((size_t)argc + 1, sizeof *args);
-    if (!args) return cli_fail("bench", "out of memory");
-    int n = 0;
-    for (int i = 0; i < argc; i++)
-        if (strcmp(argv[i], "--no-retune") != 0) args[n++] = argv[i];
+    char **args = argv;
+    int n = argc;
     int rc = CLI_EXIT_OK;
     if (n < 2 || args[1][0] == '-') {
         /* `fedc bench [options]` runs every case with those options (`make bench`). */
@@ -343,6 +312,5 @@ int cmd_bench(int argc, char **argv)
         while (c->name && strcmp(c->name, args[1]) != 0) c++;
         rc = c->run(n - 1, args + 1); /* known: checked above */
     }
-    free(args);
     return rc;
 }

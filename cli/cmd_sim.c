@@ -522,6 +522,8 @@ int cmd_sim(int argc, char **argv)
             json_object_set_new(o, "train_seconds", json_real(mstats.mean_train_seconds));
             json_object_set_new(o, "wait_seconds", json_real(mstats.mean_wait_seconds));
             json_object_set_new(o, "comm_seconds", json_real(mstats.mean_comm_seconds));
+            json_object_set_new(o, "server_seconds", json_real(mstats.server_seconds));
+            json_object_set_new(o, "eval_seconds", json_real(mstats.eval_seconds));
             json_object_set_new(o, "imbalance", json_real(mstats.imbalance));
         }
         if (ctx.nrecs) { /* DP */

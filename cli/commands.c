@@ -23,7 +23,14 @@ const cli_command cli_commands[] = {
      "                   \"final\": true and model_sha256; human text goes to stderr\n"
      "  -q, --quiet      no progress display or summary\n"},
     {"version", cmd_version, "print the version and build features",
-     "usage: fedc version [--json]\n"},
+     "usage: fedc version [--json]\n"
+     "\n"
+     "Prints the version, the build's features and the OpenBLAS kernel family in use.\n"
+     "OpenBLAS picks its kernels from the CPU model when it loads; on a model it does not\n"
+     "know it falls back to generic SSE3 kernels (\"Prescott\"), several times slower. fedc\n"
+     "then re-runs itself with OPENBLAS_CORETYPE set to the family the CPU supports\n"
+     "(SkylakeX for AVX-512, Haswell for AVX2). Set OPENBLAS_CORETYPE yourself to choose,\n"
+     "or FEDC_NO_RETUNE=1 to keep what OpenBLAS picked.\n"},
     {"model", cmd_model, "show a model's layers, output shapes and parameter count",
      "usage: fedc model PRESET|SPEC [--input SHAPE] [--outputs N] [--json]\n"
      "\n"
@@ -41,7 +48,7 @@ const cli_command cli_commands[] = {
      "usage: fedc bench [CASE] [options]\n"
      "\n"
      "Without a CASE, runs every case (what `make bench` does). Cases:\n"
-     "  train [--json] [--models LIST] [--batches LIST] [--seconds S] [--no-retune]\n"
+     "  train [--json] [--models LIST] [--batches LIST] [--seconds S]\n"
      "      Training steps per second of the nn engine (forward, backward, SGD step, one\n"
      "      thread) for each model and batch size (default: mlp,cnn at 10,50), the GFLOP/s\n"
      "      achieved (2 x forward multiply-adds x 3) and their ratio to the single-core sgemm\n"
@@ -51,11 +58,11 @@ const cli_command cli_commands[] = {
      "      --json        one JSON line per case: model, batch, samples_per_s, gflops,\n"
      "                    peak_gflops, ratio, ...\n"
      "  sim [--json] [--rounds N] [--config FILE]\n"
-     "      The simulation's own cost per round and the aggregation throughput\n"
-     "      (cli/bench_sim.c).\n"
-     "  When OpenBLAS fell back to generic kernels on a CPU it does not know (it reports\n"
-     "  e.g. Prescott on an AVX-512 machine), bench re-runs itself with OPENBLAS_CORETYPE\n"
-     "  set to the right family; --no-retune measures the kernels as loaded.\n"},
+     "      The simulation's own cost: per-round wall time against the clients' summed\n"
+     "      training time (1 and 2 worker threads), and the aggregation fold in GB/s\n"
+     "      against memcpy and the memory bandwidth measured in the same run.\n"
+     "  Like every subcommand, bench uses the right OpenBLAS kernels on CPUs OpenBLAS does\n"
+     "  not know (see `fedc help version`); FEDC_NO_RETUNE=1 measures the kernels as loaded.\n"},
     {"dp-budget", cmd_dp_budget, "epsilon spent by DP training, or the noise for a target epsilon",
      "usage: fedc dp-budget --sample-rate Q --noise-multiplier Z --steps T --delta D\n"
      "                      [--orders tf|opacus|LIST] [--json]\n"

@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "cli.h"
 
@@ -43,6 +44,21 @@ int cmd_help(int argc, char **argv)
     return CLI_EXIT_OK;
 }
 
+/* OpenBLAS chooses its kernels when it loads; on a CPU model it does not know it falls back to
+ * generic SSE3 kernels, several times slower than the CPU allows. The choice can only be made
+ * through the environment before the library loads, so re-run this program once with
+ * OPENBLAS_CORETYPE set to the family the CPU supports. */
+static void tune_blas(char **argv)
+{
+    if (getenv("FEDC_NO_RETUNE")) return;
+    const char *core = fedc_nn_blas_suggest_coretype(); /* NULL: nothing better to pick */
+    if (!core) return;
+    setenv("OPENBLAS_CORETYPE", core, 1);
+    fflush(NULL);
+    execv("/proc/self/exe", argv);
+    unsetenv("OPENBLAS_CORETYPE"); /* exec failed: go on with the kernels as loaded */
+}
+
 int cmd_version(int argc, char **argv)
 {
     int json = 0;
@@ -56,9 +72,10 @@ int cmd_version(int argc, char **argv)
         json_t *o = json_object();
         json_object_set_new(o, "version", json_string(FEDC_VERSION));
         json_object_set_new(o, "build", json_string(fedc_version_string()));
+        json_object_set_new(o, "blas_core", json_string(fedc_nn_blas_core()));
         cli_json_print(o);
     } else {
-        printf("%s\n", fedc_version_string());
+        printf("%s\nOpenBLAS kernels: %s\n", fedc_version_string(), fedc_nn_blas_core());
     }
     return CLI_EXIT_OK;
 }
@@ -69,6 +86,7 @@ int main(int argc, char **argv)
         print_overview(stderr);
         return CLI_EXIT_USAGE;
     }
+    tune_blas(argv);
     const char *sub = argv[1];
     if (strcmp(sub, "--help") == 0 || strcmp(sub, "-h") == 0) {
         print_overview(stdout);

@@ -37,6 +37,8 @@ char *report_record_json(const fedc_round_record *r, int final_fields)
     }
     json_object_set_new(o, "bytes_up", json_integer((json_int_t)r->bytes_up));
     json_object_set_new(o, "bytes_down", json_integer((json_int_t)r->bytes_down));
+    json_object_set_new(o, "bytes_up_raw", json_integer((json_int_t)r->bytes_up_raw));
+    json_object_set_new(o, "bytes_down_raw", json_integer((json_int_t)r->bytes_down_raw));
     json_object_set_new(o, "seconds", json_real(r->seconds));
     json_object_set_new(o, "fit_seconds", json_real(r->fit_seconds));
     json_object_set_new(o, "update_norm", num_or_null(r->update_norm));
@@ -70,7 +72,8 @@ char *report_record_json(const fedc_round_record *r, int final_fields)
 void report_csv_header(FILE *out)
 {
     fprintf(out, "round,selected,participants,rejected,examples,train_loss,test_loss,"
-                 "test_accuracy,fed_loss,fed_accuracy,bytes_up,bytes_down,seconds,fit_seconds,"
+                 "test_accuracy,fed_loss,fed_accuracy,bytes_up,bytes_down,bytes_up_raw,"
+                 "bytes_down_raw,seconds,fit_seconds,"
                  "update_norm,epsilon,dp_clip,dp_noise_stddev,dp_unclipped_fraction,"
                  "dp_sgd_epsilon,dp_private\n");
 }
@@ -92,8 +95,9 @@ void report_csv_row(FILE *out, const fedc_round_record *r)
     csv_num(out, r->evaluated, r->test_accuracy);
     csv_num(out, r->fed_evaluated, r->fed_loss);
     csv_num(out, r->fed_evaluated, r->fed_accuracy);
-    fprintf(out, ",%llu,%llu,%.4f,%.4f", (unsigned long long)r->bytes_up,
-            (unsigned long long)r->bytes_down, r->seconds, r->fit_seconds);
+    fprintf(out, ",%llu,%llu,%llu,%llu,%.4f,%.4f", (unsigned long long)r->bytes_up,
+            (unsigned long long)r->bytes_down, (unsigned long long)r->bytes_up_raw,
+            (unsigned long long)r->bytes_down_raw, r->seconds, r->fit_seconds);
     csv_num(out, 1, r->update_norm);
     /* DP: empty cells when DP is off */
     csv_num(out, 1, r->epsilon);

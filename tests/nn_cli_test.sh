@@ -32,8 +32,8 @@ expect_err "train" "$FEDC" bench nosuch
 expect_exit 2 "$FEDC" bench --frob
 expect_exit 2 "$FEDC" bench train --seconds 0
 expect_exit 2 "$FEDC" bench train --batches 0
-expect_exit 1 "$FEDC" bench train --models 'frob' --batches 2 --seconds 0.05 --no-retune
-"$FEDC" bench train --json --models mlp --batches 2 --seconds 0.1 --no-retune >"$TMP/bench" 2>"$TMP/bench.err"
+expect_exit 1 "$FEDC" bench train --models 'frob' --batches 2 --seconds 0.05
+"$FEDC" bench train --json --models mlp --batches 2 --seconds 0.1 >"$TMP/bench" 2>"$TMP/bench.err"
 check "bench train exits 0" [ $? = 0 ]
 for key in model batch samples_per_s gflops peak_gflops ratio param_bytes workspace_bytes; do
   check "bench line has $key" grep -q "\"$key\":" "$TMP/bench"

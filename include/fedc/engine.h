@@ -76,6 +76,9 @@ typedef struct fedc_round_record {
     int dp_budget_stop;      /* 1: the next round would exceed dp.epsilon_budget, so the run
                                 stops after this round (dp_next_epsilon says by how much) */
     double dp_next_epsilon;  /* with dp_budget_stop: the eps the next round would reach */
+    /* --- compression (docs/COMPRESSION.md): bytes_up / bytes_down above are as encoded --- */
+    uint64_t bytes_down_raw; /* the downloads as float32, before compress.download */
+    uint64_t bytes_up_raw;   /* the uploads as float32, before compress.upload */
 } fedc_round_record;
 
 typedef struct fedc_engine fedc_engine;

@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "fedc/alloc.h"
+#include "fedc/codec.h"
 #include "fedc/engine.h"
 #include "fedc/log.h"
 #include "fedc/rng.h"
@@ -180,6 +181,7 @@ fedc_status fedc_engine_create(const fedc_config *cfg, const fedc_trainer *train
     if (!e->global || !e->previous || !e->selected)
         st = fedc_err_set(err, FEDC_ERR_NOMEM, "engine: out of memory for %zu parameters",
                           e->num_params);
+    if (st == FEDC_OK) st = fedc_codec_config_check(cfg, err); /* [compress] and privacy */
     if (st == FEDC_OK) st = trainer->ops->init_params(trainer->shared, e->seed, e->global, err);
     if (st == FEDC_OK)
         st = fedc_strategy_create(cfg, e->num_params, e->global, &e->strategy, err);
@@ -532,6 +534,8 @@ fedc_status fedc_engine_round_end(fedc_engine *e, fedc_round_record *rec, fedc_e
     rec->selected = (uint32_t)e->nselected;
     rec->bytes_down = (uint64_t)e->nselected * update_bytes(e);
     rec->bytes_up = e->bytes_up;
+    rec->bytes_down_raw = rec->bytes_down; /* compression: a transport that encodes sets */
+    rec->bytes_up_raw = rec->bytes_up;     /* bytes_up/down to what it sent (sim.c) */
     rec->fit_seconds = e->fit_seconds;
     rec->test_loss = rec->test_accuracy = NAN;
     rec->fed_loss = rec->fed_accuracy = NAN;

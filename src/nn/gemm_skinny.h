@@ -1,11 +1,12 @@
 /*
  * Skinny GEMM kernels, a template included by gemm.c once per instruction set (SK_SUFFIX,
- * SK_VL lanes, SK_TARGET). They cover the products of a dense layer at small batch B, where
- * BLAS packs the whole weight matrix for a product that only touches it once:
- *   nt: C[M,N] += A[M,K] B[N,K]^T, M <= 16   (forward:      y  = x W^T)
- *   nn: C[M,N] += A[M,K] B[K,N],   M <= 16   (input grad:   dx = dy W)
- *   tn: C[M,N] += A[K,M]^T B[K,N], K <= 16   (weight grad:  dW = dy^T x)
- * Each streams the big operand exactly once and keeps a register tile of C. Vector code uses
+ * SK_VL lanes, SK_TARGET, tile sizes); no include guard on purpose. They cover the products
+ * of a dense layer at small batch B, for which BLAS packs the whole weight matrix although
+ * each weight is used only B times:
+ *   nt: C = alpha A[M,K] B[N,K]^T (+ C, pre-scaled by the caller), M <= 16  (y  = x W^T)
+ *   nn: C = alpha A[M,K] B[K,N] + beta C,                          M <= 16  (dx = dy W)
+ *   tn: C = alpha A[K,M]^T B[K,N] + beta C,                        K <= 16  (dW = dy^T x)
+ * Each streams the big operand once and keeps a register tile of C. Vector code uses
  * GCC/Clang vector extensions; unaligned loads and stores go through memcpy (one instruction).
  */
 

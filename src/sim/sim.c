@@ -10,6 +10,11 @@
  * Each simulated client runs the client pipeline of a real one: trainer->fit, then the DP
  * task the engine gives it (fedc_dp_client_apply: clip, local noise), then submit. A record
  * with dp_budget_stop ends the run (FEDC_OK) before the round that would exceed the budget.
+ *
+ * Compression (docs/COMPRESSION.md): the global model goes down encoded with
+ * compress.download and clients train from what they decode; each update goes up encoded with
+ * compress.upload (after the DP task, with error feedback when configured) and the engine
+ * aggregates what the server decodes. The record's bytes are the messages' sizes.
  */
 #include <math.h>
 #include <pthread.h>
@@ -19,6 +24,7 @@
 #include <unistd.h>
 
 #include "fedc/alloc.h"
+#include "fedc/codec.h"
 #include "fedc/log.h"
 #include "fedc/privacy.h"
 #include "fedc/sim.h"
@@ -30,6 +36,7 @@ typedef struct sim_worker {
     float *control_delta; /* num_params, SCAFFOLD only */
     fedc_status fatal;   /* an error that stops the run (out of memory, trainer bug) */
     fedc_err err;
+    fedc_codec *up;      /* compression: compress.upload, NULL when none */
 } sim_worker;
 
 typedef struct sim_run {
@@ -51,6 +58,13 @@ typedef struct sim_run {
     /* federated evaluation results, per position in `clients` */
     fedc_eval_out *eval_out;
     fedc_status *eval_status;
+    /* compression: the downloaded model, the uploads' bytes this round, error feedback's
+     * residual per client (allocated on first participation) */
+    fedc_codec *down;
+    float *down_global;
+    uint64_t down_bytes;
+    atomic_uint_fast64_t up_bytes;
+    float **residual;
 } sim_run;
 
 enum { JOB_FIT, JOB_EVAL };
@@ -68,10 +82,57 @@ int fedc_sim_default_threads(void)
     return n > 0 ? (int)n : 1;
 }
 
+/* Compression: encodes the client's update (with error feedback when configured) and its
+ * SCAFFOLD control delta, and replaces them by what the server decodes. */
+static fedc_status upload(sim_run *run, sim_worker *w, uint32_t client, const fedc_fit_ins *ins,
+                          fedc_fit_out *out, fedc_err *err)
+{
+    fedc_codec_ctx ctx = {ins->seed, ins->round, client, fedc_engine_layout(run->engine), 0};
+    const uint8_t *msg;
+    size_t len;
+    if (run->residual) {
+        /* only this worker touches this client in this round, and rounds are sequential */
+        if (!run->residual[client] &&
+            !(run->residual[client] = fedc_calloc(run->num_params, sizeof(float))))
+            return fedc_err_set(err, FEDC_ERR_NOMEM, "client %u: error-feedback residual",
+                                client);
+        FEDC_TRY(fedc_codec_encode_ef(w->up, out->update, run->residual[client],
+                                      run->num_params, &ctx, &msg, &len, err));
+    } else {
+        FEDC_TRY(fedc_codec_encode(w->up, out->update, run->num_params, &ctx, &msg, &len, err));
+    }
+    FEDC_TRY(fedc_codec_decode(w->up, msg, len, out->update, run->num_params, err));
+    uint64_t bytes = len;
+    if (out->control_delta) {
+        FEDC_TRY(fedc_codec_encode(w->up, out->control_delta, run->num_params, &ctx, &msg, &len,
+                                   err));
+        FEDC_TRY(fedc_codec_decode(w->up, msg, len, out->control_delta, run->num_params, err));
+        bytes += len;
+    }
+    atomic_fetch_add(&run->up_bytes, bytes);
+    return FEDC_OK;
+}
+
+/* Compression: the global model as the clients decode it, for the round about to start. */
+static fedc_status download(sim_run *run, fedc_err *err)
+{
+    uint32_t round = fedc_engine_last_round(run->engine) + 1;
+    fedc_codec_ctx ctx = {(uint64_t)fedc_config_int(run->cfg, "run.seed"), round, FEDC_RNG_ANY,
+                          fedc_engine_layout(run->engine), round - 1};
+    const uint8_t *msg;
+    size_t len;
+    FEDC_TRY(fedc_codec_encode(run->down, fedc_engine_global(run->engine), run->num_params, &ctx,
+                               &msg, &len, err));
+    FEDC_TRY(fedc_codec_decode(run->down, msg, len, run->down_global, run->num_params, err));
+    run->down_bytes = len;
+    return FEDC_OK;
+}
+
 static fedc_status fit_one(sim_run *run, sim_worker *w, uint32_t client)
 {
     fedc_fit_ins ins;
     fedc_engine_fit_ins(run->engine, client, &ins);
+    if (run->down_global) ins.global = run->down_global; /* compression: what the client got */
     if (run->client_control) {
         /* lazily created, zero: SCAFFOLD's c_i starts at 0. Only this worker touches this
          * client in this round, and rounds are sequential. */
@@ -108,6 +169,17 @@ static fedc_status fit_one(sim_run *run, sim_worker *w, uint32_t client)
     if (task.clip > 0 || task.noise_stddev > 0) {
         st = fedc_dp_client_apply(&task, run->num_params, out.update, &report, &ferr);
         if (st == FEDC_ERR_CRYPTO) { /* no secure noise source: nothing private can run */
+            w->err = ferr;
+            return st;
+        }
+        if (st != FEDC_OK) {
+            fedc_engine_report_failure(run->engine, client, fedc_err_message(&ferr));
+            return FEDC_OK;
+        }
+    }
+    if (w->up) { /* compression: what the server receives is what it decodes */
+        st = upload(run, w, client, &ins, &out, &ferr);
+        if (st == FEDC_ERR_NOMEM) {
             w->err = ferr;
             return st;
         }
@@ -195,6 +267,7 @@ static void run_fini(sim_run *run)
             fedc_free(w->state);
             fedc_free(w->update);
             fedc_free(w->control_delta);
+            fedc_codec_destroy(w->up);
         }
         fedc_free(run->workers);
     }
@@ -204,6 +277,12 @@ static void run_fini(sim_run *run)
     }
     fedc_free(run->eval_out);
     fedc_free(run->eval_status);
+    if (run->residual) {
+        for (uint32_t c = 0; c < run->num_clients; c++) fedc_free(run->residual[c]);
+        fedc_free(run->residual);
+    }
+    fedc_codec_destroy(run->down);
+    fedc_free(run->down_global);
 }
 
 static fedc_status run_init(sim_run *run, int nworkers, fedc_err *err)
@@ -227,6 +306,21 @@ static fedc_status run_init(sim_run *run, int nworkers, fedc_err *err)
     if (scaffold) {
         run->client_control = fedc_calloc(run->num_clients, sizeof(float *));
         if (!run->client_control)
+            return fedc_err_set(err, FEDC_ERR_NOMEM, "simulation: out of memory");
+    }
+    /* compression ("none" costs nothing: no codec) */
+    const char *up = fedc_config_str(run->cfg, "compress.upload");
+    const char *down = fedc_config_str(run->cfg, "compress.download");
+    if (strcmp(up, "none") != 0) {
+        for (int t = 0; t < nworkers; t++)
+            FEDC_TRY(fedc_codec_create_str(up, &run->workers[t].up, err));
+        if (fedc_codec_config_error_feedback(run->cfg) &&
+            !(run->residual = fedc_calloc(run->num_clients, sizeof(float *))))
+            return fedc_err_set(err, FEDC_ERR_NOMEM, "simulation: out of memory");
+    }
+    if (strcmp(down, "none") != 0) {
+        FEDC_TRY(fedc_codec_create_str(down, &run->down, err));
+        if (!(run->down_global = fedc_malloc(run->num_params * sizeof(float))))
             return fedc_err_set(err, FEDC_ERR_NOMEM, "simulation: out of memory");
     }
     return FEDC_OK;
@@ -306,6 +400,8 @@ fedc_status fedc_sim_run(fedc_engine *engine, const fedc_trainer *trainer,
         size_t n;
         st = fedc_engine_round_begin(engine, &clients, &n, err);
         if (st != FEDC_OK) break;
+        atomic_store(&run.up_bytes, 0);
+        if (run.down && (st = download(&run, err)) != FEDC_OK) break;
         run.job = JOB_FIT;
         run.clients = clients;
         run.nclients = n;
@@ -315,6 +411,8 @@ fedc_status fedc_sim_run(fedc_engine *engine, const fedc_trainer *trainer,
         fedc_err rerr;
         fedc_err_clear(&rerr);
         st = fedc_engine_round_end(engine, &rec, &rerr);
+        if (run.down) rec.bytes_down = (uint64_t)rec.selected * run.down_bytes; /* as encoded */
+        if (run.workers[0].up) rec.bytes_up = atomic_load(&run.up_bytes);
         if (st == FEDC_ERR_ABORTED) {
             fedc_log(FEDC_LOG_WARN, "sim", "round %u: %s", rec.round, fedc_err_message(&rerr));
             st = FEDC_OK;
