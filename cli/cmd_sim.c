@@ -20,6 +20,7 @@
 #include "fedc/data.h"
 #include "fedc/mpi.h"
 #include "fedc/nn.h"
+#include "fedc/run.h"
 #include "fedc/safetensors.h"
 #include "fedc/sim.h"
 #include "fedc/trainer_nn.h"
@@ -332,43 +333,18 @@ int cmd_sim(int argc, char **argv)
     int rc = CLI_EXIT_FAIL;
     fedc_err err;
     fedc_err_clear(&err);
-    fedc_dataset *train = NULL, *test = NULL;
-    fedc_partition *part = NULL;
-    fedc_trainer *trainer = NULL;
-    fedc_engine *engine = NULL;
+    fedc_run run;
+    memset(&run, 0, sizeof run);
     char *cfg_text = NULL;
     double t_start = cli_now();
 
-    const char *spec = fedc_config_str(cfg, "data.dataset");
-    if (fedc_data_load(spec, &train, &test, &err) != FEDC_OK) {
-        cli_fail("sim", "data.dataset = %s: %s", spec, fedc_err_message(&err));
-        goto done;
-    }
-    fedc_partition_opts popts;
-    fedc_partition_opts_init(&popts);
-    if (fedc_partition_scheme_parse(fedc_config_str(cfg, "data.partition"), &popts.scheme) != 0) {
-        cli_fail("sim", "data.partition: unknown scheme");
-        goto done;
-    }
-    popts.num_clients = (uint32_t)fedc_config_int(cfg, "clients.count");
-    popts.seed = (uint64_t)fedc_config_int(cfg, "run.seed");
-    popts.test_fraction = fedc_config_double(cfg, "data.test_fraction");
-    popts.alpha = fedc_config_double(cfg, "data.alpha");
-    popts.min_size = (size_t)fedc_config_int(cfg, "data.min_size");
-    popts.shards_per_client = (uint32_t)fedc_config_int(cfg, "data.shards_per_client");
-    popts.sigma = fedc_config_double(cfg, "data.sigma");
-    if (fedc_partition_create(train, &popts, &part, &err) != FEDC_OK) {
-        cli_fail("sim", "partition: %s", fedc_err_message(&err));
-        goto done;
-    }
-    if (fedc_trainer_nn_create(cfg, train, test, part, &trainer, &err) != FEDC_OK) {
+    if (fedc_run_init(&run, cfg, 0, &err) != FEDC_OK) {
         cli_fail("sim", "%s", fedc_err_message(&err));
         goto done;
     }
-    if (fedc_engine_create(cfg, trainer, &engine, &err) != FEDC_OK) {
-        cli_fail("sim", "%s", fedc_err_message(&err));
-        goto done;
-    }
+    fedc_dataset *train = run.train, *test = run.test;
+    fedc_trainer *trainer = run.trainer;
+    fedc_engine *engine = run.engine;
     if (!threads) threads = (int)fedc_config_int(cfg, "run.threads");
     if (!threads) threads = mpi ? fedc_mpi_default_threads() : fedc_sim_default_threads();
     ctx.rounds = (uint32_t)fedc_config_int(cfg, "run.rounds");
@@ -549,11 +525,7 @@ done:
     if (ctx.csv) fclose(ctx.csv);
     free(ctx.recs);
     free(cfg_text);
-    fedc_engine_destroy(engine);
-    fedc_trainer_nn_destroy(trainer);
-    fedc_partition_destroy(part);
-    fedc_dataset_destroy(train);
-    fedc_dataset_destroy(test);
+    fedc_run_fini(&run);
     fedc_config_destroy(cfg);
     if (mpi) fedc_mpi_finalize();
     return rc;
