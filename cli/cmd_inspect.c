@@ -104,9 +104,10 @@ int cmd_inspect(int argc, char **argv)
                : mismatch ? " (DOES NOT MATCH the file's metadata)"
                           : " (matches metadata)");
     }
+    int rc = CLI_EXIT_OK;
+    if (mismatch) /* before destroy: meta_sha points into st */
+        rc = cli_fail(CMD, "%s: model_sha256 in the metadata is %s but the parameters hash to %s",
+                      path, meta_sha, sha);
     fedc_safetensors_destroy(st);
-    if (mismatch)
-        return cli_fail(CMD, "%s: model_sha256 in the metadata is %s but the parameters hash to %s",
-                        path, meta_sha, sha);
-    return CLI_EXIT_OK;
+    return rc;
 }
