@@ -93,6 +93,10 @@ int cmd_bench(int argc, char **argv);
 int cmd_sim(int argc, char **argv);
 /* `fedc bench sim` (cli/bench_sim.c), a case of `fedc bench`. */
 int bench_sim(int argc, char **argv);
+/* `fedc bench secagg` (cli/bench_secagg.c), a case of `fedc bench`. */
+int bench_secagg(int argc, char **argv);
+/* `fedc bench server` (cli/bench_server.c), a case of `fedc bench`. */
+int bench_server(int argc, char **argv);
 int cmd_data(int argc, char **argv);
 int cmd_dp_budget(int argc, char **argv);
 int cmd_inspect(int argc, char **argv);

@@ -25,6 +25,8 @@ static int bench_train(int argc, char **argv);
 static const bench_case cases[] = {
     {"train", bench_train, "nn engine training speed vs the sgemm peak (mlp, cnn; batch 10, 50)"},
     {"sim", bench_sim, "simulation overhead per round and aggregation throughput"},
+    {"secagg", bench_secagg, "SecAgg+ round cost: server/client time, expansion, by dropout"},
+    {"server", bench_server, "federation protocol: upload MB/s vs plain HTTP, round latency, memory"},
     {NULL, NULL, NULL},
 };
 

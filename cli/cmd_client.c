@@ -81,17 +81,19 @@ int cmd_client(int argc, char **argv)
         {"ca", required_argument, NULL, 'C'},     {"insecure", no_argument, NULL, 'I'},
         {"config", required_argument, NULL, 'c'}, {"data", required_argument, NULL, 'd'},
         {"set", required_argument, NULL, 's'},    {"json", no_argument, NULL, 'j'},
-        {"quiet", no_argument, NULL, 'q'},        {NULL, 0, NULL, 0},
+        {"quiet", no_argument, NULL, 'q'},        {"tasks", required_argument, NULL, 't'},
+        {NULL, 0, NULL, 0},
     };
     char **sets = calloc((size_t)argc + 1, sizeof *sets);
     char *data_set = NULL;
     int nsets = 0, c;
     const char *url = NULL, *key_file = NULL, *ca = NULL, *config_path = NULL;
     int insecure = 0;
+    unsigned long max_tasks = 0;
     client_ctx ctx = {0, 0, stdout};
     optind = 1;
     opterr = 0;
-    while ((c = getopt_long(argc, argv, "u:k:C:Ic:d:s:jq", opts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "u:k:C:Ic:d:s:jqt:", opts, NULL)) != -1) {
         switch (c) {
         case 'u': url = optarg; break;
         case 'k': key_file = optarg; break;
@@ -106,6 +108,16 @@ int cmd_client(int argc, char **argv)
         case 's': sets[nsets++] = optarg; break;
         case 'j': ctx.json = 1; break;
         case 'q': ctx.quiet = 1; break;
+        case 't': {
+            char *end;
+            max_tasks = strtoul(optarg, &end, 10);
+            if (*end || max_tasks < 1 || max_tasks > 100000000) {
+                free(sets);
+                free(data_set);
+                return cli_usage_error("client", "--tasks wants a count >= 1, got '%s'", optarg);
+            }
+            break;
+        }
         default:
             free(sets);
             free(data_set);
@@ -145,7 +157,7 @@ int cmd_client(int argc, char **argv)
     }
     if (insecure) fprintf(stderr, "fedc client: warning: --insecure: the server's certificate is "
                                   "not verified (loopback tests only)\n");
-    fedc_client_opts co = {url, key, ca, insecure, cfg, on_event, &ctx};
+    fedc_client_opts co = {url, key, ca, insecure, cfg, on_event, &ctx, (uint32_t)max_tasks};
     if (fedc_client_create(&co, &client, &err) != FEDC_OK) {
         cli_fail("client", "%s", fedc_err_message(&err));
         goto done;
@@ -221,10 +233,13 @@ int cmd_client(int argc, char **argv)
         json_object_set_new(o, "model_sha256", json_string(sum.model_sha256));
         cli_json_print(o);
     }
-    if (!ctx.quiet)
+    if (!ctx.quiet && sum.rounds)
         fprintf(ctx.human, "run over after %u rounds: %u task(s) trained, %u accepted\n"
                            "model_sha256: %s\n",
                 sum.rounds, sum.tasks, sum.accepted, sum.model_sha256);
+    else if (!ctx.quiet)
+        fprintf(ctx.human, "%u task(s) trained, %u accepted (--tasks %lu)\n", sum.tasks,
+                sum.accepted, max_tasks);
     rc = CLI_EXIT_OK;
 done:
     the_client = NULL;

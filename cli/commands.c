@@ -61,6 +61,9 @@ const cli_command cli_commands[] = {
      "      The simulation's own cost: per-round wall time against the clients' summed\n"
      "      training time (1 and 2 worker threads), and the aggregation fold in GB/s\n"
      "      against memcpy and the memory bandwidth measured in the same run.\n"
+     "  secagg [--clients N --params P --dropout F --neighbors K --threshold T] [--json]\n"
+     "      SecAgg+ server and client time and the communication expansion against the\n"
+     "      plain update, for a clients x parameters grid (or one case).\n"
      "  Like every subcommand, bench uses the right OpenBLAS kernels on CPUs OpenBLAS does\n"
      "  not know (see `fedc help version`); FEDC_NO_RETUNE=1 measures the kernels as loaded.\n"},
     {"dp-budget", cmd_dp_budget, "epsilon spent by DP training, or the noise for a target epsilon",
@@ -133,7 +136,7 @@ const cli_command cli_commands[] = {
      "committed rounds (with each round's model_sha256).\n"},
     {"client", cmd_client, "take part in a federation run by `fedc server`",
      "usage: fedc client --server URL --key F [--ca F | --insecure] [--config CONFIG]\n"
-     "                   [--data SPEC] [--set K=V ...] [--json] [--quiet]\n"
+     "                   [--data SPEC] [--set K=V ...] [--tasks N] [--json] [--quiet]\n"
      "\n"
      "Checks in with the server, trains each task it is given with the built-in trainer and\n"
      "uploads the update, until the run is over. The training settings come from the server;\n"
@@ -145,6 +148,7 @@ const cli_command cli_commands[] = {
      "  --insecure         do not verify the server's certificate (loopback tests only)\n"
      "  -c, --config F     the client's config (data.*)\n"
      "  -d, --data SPEC    shorthand for --set data.dataset=SPEC\n"
+     "  --tasks N          exit after N tasks (a device that trains once per wake-up)\n"
      "  --json             JSON lines on stdout: one per event, then a final line\n"},
     {"keygen", cmd_keygen, "create a client's Ed25519 key pair for `fedc client`",
      "usage: fedc keygen --out FILE [--json]\n"

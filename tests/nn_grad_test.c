@@ -127,6 +127,10 @@ static void test_conv_stride_even_kernel(void **state)
     /* "same" with stride 2 and an even kernel pads unevenly (TensorFlow's rule). */
     gcase c = {"conv(2,4,same,2) tanh conv(2,2,valid,2) dense(3)", {2, 7, 7}, 3, 3, 2, 1e-3};
     check_case(&c);
+    /* Stride 1, even kernels: "same" pads 1 before and 2 after (4x4), 0 and 1 (2x2); the
+     * second layer's input gradient goes through the padded-plane col2im. */
+    gcase e = {"conv(2,4,same) tanh conv(2,2,same) dense(3)", {2, 5, 6}, 3, 3, 2, 1e-3};
+    check_case(&e);
     /* 1x1 convolutions (stride 2) */
     gcase f = {"conv(3,1) tanh conv(2,1,same,2) dense(2)", {2, 5, 5}, 3, 2, 3, 1e-3};
     check_case(&f);

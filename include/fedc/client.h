@@ -62,6 +62,8 @@ typedef struct fedc_client_opts {
     const fedc_config *cfg;    /* [client] keys (timeouts, back-off); NULL: the defaults */
     fedc_client_event_fn on_event; /* may be NULL; called from the fedc_client_run thread */
     void *user;
+    uint32_t max_tasks;        /* fedc_client_run returns after this many tasks (0: until the
+                                  run is done), e.g. a device that trains once per wake-up */
 } fedc_client_opts;
 
 /* Creates a client; makes no request yet. Errors: FEDC_ERR_INVALID (no URL or key, a URL that
@@ -100,7 +102,8 @@ typedef struct fedc_client_summary {
 } fedc_client_summary;
 
 /*
- * Takes part in the run until the server says it is done: check in, download the task's
+ * Takes part in the run until the server says it is done (or after opts.max_tasks tasks):
+ * check in, download the task's
  * model, trainer->fit (one worker state, allocated here), upload the update. cfg is passed to
  * the trainer in fit_ins.config. The model's layout must equal the trainer's (checked on every
  * download, with the model's SHA-256). summary may be NULL.

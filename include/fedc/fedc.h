@@ -22,5 +22,6 @@
 #include "fedc/sim.h"
 #include "fedc/privacy.h"
 #include "fedc/safetensors.h"
+#include "fedc/secagg.h"
 
 #endif

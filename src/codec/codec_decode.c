@@ -181,9 +181,10 @@ fedc_status fedci_codec_decode(fedc_codec *c, const uint8_t *msg, size_t len, fl
     /* tensor segments */
     size_t nseg = h->groups == FEDC_GROUPS_TENSOR ? h->group_param : 0;
     size_t ngroups = fedci_codec_group_count(h->groups, h->group_param, k);
-    size_t *gb = fedci_codec_reserve(&c->groups, (ngroups + 1) * sizeof *gb + nseg * 8);
-    if (!gb) return fedc_err_set(err, FEDC_ERR_NOMEM, "decode: out of memory");
-    uint64_t *seg_end = (uint64_t *)(gb + ngroups + 1);
+    /* tensor ends (uint64) then group bounds (size_t): both aligned */
+    uint64_t *seg_end = fedci_codec_reserve(&c->groups, nseg * 8 + (ngroups + 1) * sizeof(size_t));
+    if (!seg_end) return fedc_err_set(err, FEDC_ERR_NOMEM, "decode: out of memory");
+    size_t *gb = (size_t *)(void *)(seg_end + nseg);
     uint64_t sum = 0;
     for (size_t t = 0; t < nseg; t++, off += 8) {
         uint64_t len_t = fedci_get64(body + off);

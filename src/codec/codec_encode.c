@@ -411,9 +411,10 @@ static fedc_status encode_impl(fedc_codec *c, const float *x, size_t n, const fe
                                                    : 0;
     size_t nseg = groups == FEDC_GROUPS_TENSOR ? layout->count : 0;
     size_t ngroups = fedci_codec_group_count(groups, h.group_param, k);
-    size_t *gb = fedci_codec_reserve(&c->groups, (ngroups + 1) * sizeof *gb + nseg * 8);
-    if (!gb) return fedc_err_set(err, FEDC_ERR_NOMEM, "encode: out of memory");
-    uint64_t *seg_end = (uint64_t *)(gb + ngroups + 1);
+    /* tensor ends (uint64) then group bounds (size_t): both aligned */
+    uint64_t *seg_end = fedci_codec_reserve(&c->groups, nseg * 8 + (ngroups + 1) * sizeof(size_t));
+    if (!seg_end) return fedc_err_set(err, FEDC_ERR_NOMEM, "encode: out of memory");
+    size_t *gb = (size_t *)(void *)(seg_end + nseg);
     for (size_t t = 0; t < nseg; t++)
         seg_end[t] = (uint64_t)(layout->tensors[t].offset + layout->tensors[t].numel);
     fedci_codec_group_bounds(groups, s->block, seg_end, nseg, idx, k, ngroups, gb);

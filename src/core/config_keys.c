@@ -156,6 +156,24 @@ static const fedc_config_key keys[] = {
                "(auto: on for topk)"),
     /* --- compress: end --- */
 
+    /* --- secagg: begin (owned by the secagg module; docs/SECAGG.md) --- */
+    BOOL_KEY("secagg", "enabled", "false",
+             "aggregate each round's updates with SecAgg+ (linear strategies only)"),
+    INT_KEY("secagg", "neighbors", "0", 0, 1000000,
+            "neighbours per client, even or n-1 (0 = 2*ceil(log2 n); n-1 = original SecAgg)"),
+    INT_KEY("secagg", "threshold", "0", 0, 1000000,
+            "Shamir threshold t: shares needed to reconstruct a secret (0 = neighbors/2 + 1)"),
+    INT_KEY("secagg", "bits", "32", 1, 32, "ring Z_2^bits of the masked sums"),
+    DBL_KEY("secagg", "clip", "1.0", 0, 1e9, FEDC_CFG_MIN_EXCL,
+            "clipping range c: update values are clipped to [-c, c] before quantization"),
+    INT_KEY("secagg", "levels", "0", 0, 4294967295.0,
+            "quantization levels over [-c, c] (0 = the most that cannot overflow)"),
+    INT_KEY("secagg", "max_weight", "1000", 1, 4294967295.0,
+            "cap on a client's example count used as its integer weight"),
+    DBL_KEY("secagg", "dropout", "0", 0, 1, FEDC_CFG_MAX_EXCL,
+            "simulation: fraction of clients vanishing before each of stages 2, 3 and 4"),
+    /* --- secagg: end --- */
+
     /* --- round, server, client: begin (owned by the net module; docs/DEPLOY.md) --- */
     DBL_KEY("round", "overselect", "0", 0, 10, 0,
             "server: select ceil(clients.per_round * (1 + overselect)) clients; the round "

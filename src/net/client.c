@@ -736,6 +736,10 @@ fedc_status fedc_client_run(fedc_client *c, const fedc_trainer *trainer, const f
             ca.client_id = r->task->client_id;
             ca.known_id = 1;
             st = run_task(c, trainer, worker, update, cfg, r->task, &sum, err);
+            if (st == FEDC_OK && c->opts.max_tasks && sum.tasks >= c->opts.max_tasks) {
+                fedci_unpacked_free(ca.resp);
+                break;
+            }
         } else {
             double after = 1.0;
             if (r->reply_case == FEDC__V1__CHECKIN_RESPONSE__REPLY_RETRY && r->retry)

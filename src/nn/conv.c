@@ -11,7 +11,10 @@
  * the GEMM is 128 columns wide and scattered back to NCHW (an F*n*HWo copy, K times cheaper
  * than the product). The weight gradient is accumulated transposed, dW^T[K, F] += col dY^T,
  * the orientation in which BLAS runs these shapes fastest, and transposed once at the end.
+ * Stride 1 (the common case) builds col and scatters dcol through a zero-padded copy of one
+ * input plane, so that every row operation is a plain copy or add of Wo floats.
  */
+#include <stdatomic.h>
 #include <stddef.h>
 #include <string.h>
 
@@ -19,6 +22,13 @@
 #include "nn/nn_internal.h"
 
 #define CONV_MIN_COLS 128
+/* Stride 1 goes through a zero-padded copy of one input plane, [Ho+k-1, Wo+k-1]: the row of
+ * tap (kh, kw) for output row oh is then the Wo values at padded (oh + kh, kw), with no
+ * bounds or padding cases left in the inner loops (the plane is in L1). */
+static size_t pad_floats(const fedci_layer *L)
+{
+    return L->stride == 1 ? (size_t)(L->out[1] + L->k - 1) * (L->out[2] + L->k - 1) : 0;
+}
 
 static fedc_status conv_setup(fedci_layer *L, const char *where, fedc_err *err)
 {
@@ -75,8 +85,9 @@ static fedc_status conv_setup(fedci_layer *L, const char *where, fedc_err *err)
     L->chunk = HWo >= CONV_MIN_COLS ? 1 : (int)((CONV_MIN_COLS + HWo - 1) / HWo);
     const size_t nb = (size_t)L->chunk;
     /* col, the chunk's output (when chunks have more than one sample), one example's dW,
-     * the transposed weight gradient. */
-    L->scratch_c = K * nb * HWo + (nb > 1 ? (size_t)F * nb * HWo : 0) + 2 * (size_t)F * K;
+     * the transposed weight gradient, the padded plane of stride 1. */
+    L->scratch_c = K * nb * HWo + (nb > 1 ? (size_t)F * nb * HWo : 0) + 2 * (size_t)F * K +
+                   pad_floats(L);
     L->macs_ps = (double)F * K * HWo;
     return FEDC_OK;
 }
@@ -95,39 +106,146 @@ static void col_range(int W, int Wo, int s, int pl, int kw, int *lo, int *hi)
     *hi = h;
 }
 
-/* Stride 1 and as many output as input columns ("same"): the row of kernel tap (dh, dw) is
- * the input plane shifted by dh rows and dw columns, so it is one long contiguous copy, then
- * the columns that wrapped around a row edge ([0, lo) and [hi, W)) and the rows that fell off
- * the top or bottom are zeroed. Short per-row copies would cost more in loop overhead than
- * in bytes. */
-static void plane_shift(const float *restrict src, int H, int W, int Ho, int dh, int dw, int lo,
-                        int hi, float *restrict d)
+/* Rows of w floats: d[r*w + j] = s[r*ss + j] (copy) or s[r*ss + j] += d[r*w + j] (add), for
+ * r < rows. The rows of col are one output row long (14 floats in the cnn preset's second
+ * conv), too short for the vectorizer's loops; AVX-512 does each as one masked load and
+ * store. The add is one rounding per element either way: every version gives the same
+ * bits. */
+static void rows_copy_c(float *restrict d, const float *restrict s, int rows, int w, size_t ss)
 {
-    int oh0 = dh < 0 ? -dh : 0, oh1 = H - dh < Ho ? H - dh : Ho;
-    if (oh1 < oh0) oh1 = oh0;
-    for (size_t j = 0; j < (size_t)oh0 * W; j++) d[j] = 0.0f;
-    for (size_t j = (size_t)oh1 * W; j < (size_t)Ho * W; j++) d[j] = 0.0f;
-    if (oh1 == oh0) return;
-    /* d[oh0*W + j] = src[base + j], for the j whose source index is inside the plane. */
-    const ptrdiff_t base = (ptrdiff_t)(oh0 + dh) * W + dw, len = (ptrdiff_t)(oh1 - oh0) * W;
-    ptrdiff_t j0 = base < 0 ? -base : 0, j1 = (ptrdiff_t)H * W - base;
-    if (j1 > len) j1 = len;
-    float *restrict dd = d + (size_t)oh0 * W;
-    for (ptrdiff_t j = j0; j < j1; j++) dd[j] = src[base + j];
-    for (int oh = oh0; oh < oh1; oh++) {
-        float *r = d + (size_t)oh * W;
-        for (int ow = 0; ow < lo; ow++) r[ow] = 0.0f;
-        for (int ow = hi; ow < W; ow++) r[ow] = 0.0f;
+    for (int r = 0; r < rows; r++)
+        for (int j = 0; j < w; j++) d[(size_t)r * w + j] = s[(size_t)r * ss + j];
+}
+
+static void rows_add_c(float *restrict s, const float *restrict d, int rows, int w, size_t ss)
+{
+    for (int r = 0; r < rows; r++)
+        for (int j = 0; j < w; j++) s[(size_t)r * ss + j] += d[(size_t)r * w + j];
+}
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#include <immintrin.h>
+#define CONV_AVX512 __attribute__((target("avx512f")))
+
+CONV_AVX512 static void rows_copy_avx512(float *restrict d, const float *restrict s, int rows,
+                                         int w, size_t ss)
+{
+    const __mmask16 tail = (__mmask16)((1u << (w & 15)) - 1u);
+    for (int r = 0; r < rows; r++, d += w, s += ss) {
+        int j = 0;
+        for (; j + 16 <= w; j += 16) _mm512_storeu_ps(d + j, _mm512_loadu_ps(s + j));
+        if (tail) _mm512_mask_storeu_ps(d + j, tail, _mm512_maskz_loadu_ps(tail, s + j));
     }
 }
 
-/* col[K, n*HWo] from n samples of x. Rows are short (one output row, Wo values), so the
- * copies are plain loops rather than memcpy/memset calls. */
-static void im2col(const fedci_layer *L, const float *x, int n, float *col)
+CONV_AVX512 static void rows_add_avx512(float *restrict s, const float *restrict d, int rows,
+                                        int w, size_t ss)
+{
+    const __mmask16 tail = (__mmask16)((1u << (w & 15)) - 1u);
+    for (int r = 0; r < rows; r++, d += w, s += ss) {
+        int j = 0;
+        for (; j + 16 <= w; j += 16)
+            _mm512_storeu_ps(s + j, _mm512_add_ps(_mm512_loadu_ps(s + j), _mm512_loadu_ps(d + j)));
+        if (tail)
+            _mm512_mask_storeu_ps(s + j, tail,
+                                  _mm512_add_ps(_mm512_maskz_loadu_ps(tail, s + j),
+                                                _mm512_maskz_loadu_ps(tail, d + j)));
+    }
+}
+
+static atomic_int conv_cap = -1;
+
+static int conv_has_avx512(void)
+{
+    static atomic_int v = -1;
+    int r = atomic_load_explicit(&v, memory_order_relaxed);
+    if (r < 0) {
+        __builtin_cpu_init();
+        r = __builtin_cpu_supports("avx512f") ? 1 : 0;
+        atomic_store_explicit(&v, r, memory_order_relaxed);
+    }
+    return r && atomic_load_explicit(&conv_cap, memory_order_relaxed) != 0;
+}
+
+void fedci_conv_cap_isa(int level)
+{
+    atomic_store_explicit(&conv_cap, level, memory_order_relaxed);
+}
+#define ROWS_COPY (conv_has_avx512() ? rows_copy_avx512 : rows_copy_c)
+#define ROWS_ADD (conv_has_avx512() ? rows_add_avx512 : rows_add_c)
+#else
+#define ROWS_COPY rows_copy_c
+#define ROWS_ADD rows_add_c
+void fedci_conv_cap_isa(int level)
+{
+    (void)level;
+}
+#endif
+
+/* col[K, n*HWo] from n samples of x, stride 1; pad: pad_floats(L) of scratch. */
+static void im2col_s1(const fedci_layer *L, const float *x, int n, float *col, float *pad)
+{
+    const int C = L->in[0], H = L->in[1], W = L->in[2], k = L->k;
+    const int Ho = L->out[1], Wo = L->out[2], pt = L->pad_t, pl = L->pad_l;
+    const int Hp = Ho + k - 1, Wp = Wo + k - 1;
+    const size_t HWo = (size_t)Ho * Wo, ld = (size_t)n * HWo, HW = (size_t)H * W;
+    void (*copy)(float *restrict, const float *restrict, int, int, size_t) = ROWS_COPY;
+    memset(pad, 0, (size_t)Hp * Wp * sizeof *pad);
+    /* The interior: the input rows and columns that fall inside the padded plane (all of
+     * them for "same" and "valid"). */
+    const int hin = H < Hp - pt ? H : Hp - pt, win = W < Wp - pl ? W : Wp - pl;
+    for (int bi = 0; bi < n; bi++)
+        for (int c = 0; c < C; c++) {
+            const float *src = x + (size_t)bi * L->in_n + (size_t)c * HW;
+            for (int ih = 0; ih < hin; ih++)
+                memcpy(pad + (size_t)(ih + pt) * Wp + pl, src + (size_t)ih * W,
+                       (size_t)win * sizeof *pad);
+            for (int kh = 0; kh < k; kh++)
+                for (int kw = 0; kw < k; kw++)
+                    copy(col + ((size_t)(c * k + kh) * k + kw) * ld + (size_t)bi * HWo,
+                         pad + (size_t)kh * Wp + kw, Ho, Wo, (size_t)Wp);
+        }
+}
+
+/* dx (n samples) = the receptive fields of dcol[K, n*HWo] summed, stride 1: accumulated in the
+ * padded plane in the same tap order as col2im (so the same sums), then its interior is
+ * copied out. */
+static void col2im_s1(const fedci_layer *L, const float *col, int n, float *dx, float *pad)
+{
+    const int C = L->in[0], H = L->in[1], W = L->in[2], k = L->k;
+    const int Ho = L->out[1], Wo = L->out[2], pt = L->pad_t, pl = L->pad_l;
+    const int Hp = Ho + k - 1, Wp = Wo + k - 1;
+    const size_t HWo = (size_t)Ho * Wo, ld = (size_t)n * HWo, HW = (size_t)H * W;
+    void (*add)(float *restrict, const float *restrict, int, int, size_t) = ROWS_ADD;
+    const int hin = H < Hp - pt ? H : Hp - pt, win = W < Wp - pl ? W : Wp - pl;
+    for (int bi = 0; bi < n; bi++)
+        for (int c = 0; c < C; c++) {
+            memset(pad, 0, (size_t)Hp * Wp * sizeof *pad);
+            for (int kh = 0; kh < k; kh++)
+                for (int kw = 0; kw < k; kw++)
+                    add(pad + (size_t)kh * Wp + kw,
+                        col + ((size_t)(c * k + kh) * k + kw) * ld + (size_t)bi * HWo, Ho, Wo,
+                        (size_t)Wp);
+            /* Input pixels outside the padded plane (none for "same" and "valid") get no
+             * gradient. */
+            float *dst = dx + (size_t)bi * L->in_n + (size_t)c * HW;
+            if (hin < H || win < W) memset(dst, 0, HW * sizeof *dst);
+            for (int ih = 0; ih < hin; ih++)
+                memcpy(dst + (size_t)ih * W, pad + (size_t)(ih + pt) * Wp + pl,
+                       (size_t)win * sizeof *dst);
+        }
+}
+
+/* col[K, n*HWo] from n samples of x. pad: pad_floats(L) floats of scratch. */
+static void im2col(const fedci_layer *L, const float *x, int n, float *col, float *pad)
 {
     const int C = L->in[0], H = L->in[1], W = L->in[2], k = L->k, s = L->stride;
     const int Ho = L->out[1], Wo = L->out[2], pt = L->pad_t, pl = L->pad_l;
     const size_t HWo = (size_t)Ho * Wo, ld = (size_t)n * HWo, HW = (size_t)H * W;
+    if (s == 1) {
+        im2col_s1(L, x, n, col, pad);
+        return;
+    }
     for (int c = 0; c < C; c++)
         for (int kh = 0; kh < k; kh++)
             for (int kw = 0; kw < k; kw++) {
@@ -138,10 +256,6 @@ static void im2col(const fedci_layer *L, const float *x, int n, float *col)
                 for (int bi = 0; bi < n; bi++) {
                     const float *src = x + (size_t)bi * L->in_n + (size_t)c * HW;
                     float *d = row + (size_t)bi * HWo;
-                    if (s == 1 && Wo == W) {
-                        plane_shift(src, H, W, Ho, kh - pt, off, lo, hi, d);
-                        continue;
-                    }
                     for (int oh = 0; oh < Ho; oh++) {
                         float *restrict dr = d + (size_t)oh * Wo;
                         int ih = oh * s - pt + kh;
@@ -151,22 +265,24 @@ static void im2col(const fedci_layer *L, const float *x, int n, float *col)
                         }
                         const float *restrict sr = src + (size_t)ih * W;
                         for (int ow = 0; ow < lo; ow++) dr[ow] = 0.0f;
-                        if (s == 1)
-                            for (int ow = lo; ow < hi; ow++) dr[ow] = sr[ow + off];
-                        else
-                            for (int ow = lo; ow < hi; ow++) dr[ow] = sr[ow * s + off];
+                        for (int ow = lo; ow < hi; ow++) dr[ow] = sr[ow * s + off];
                         for (int ow = hi; ow < Wo; ow++) dr[ow] = 0.0f;
                     }
                 }
             }
 }
 
-/* dx (n samples, zeroed here) += the receptive fields of dcol[K, n*HWo]. */
-static void col2im(const fedci_layer *L, const float *col, int n, float *dx)
+/* dx (n samples, overwritten) = the receptive fields of dcol[K, n*HWo], summed per input
+ * pixel in tap order. pad: pad_floats(L) floats of scratch. */
+static void col2im(const fedci_layer *L, const float *col, int n, float *dx, float *pad)
 {
     const int C = L->in[0], H = L->in[1], W = L->in[2], k = L->k, s = L->stride;
     const int Ho = L->out[1], Wo = L->out[2], pt = L->pad_t, pl = L->pad_l;
     const size_t HWo = (size_t)Ho * Wo, ld = (size_t)n * HWo, HW = (size_t)H * W;
+    if (s == 1) {
+        col2im_s1(L, col, n, dx, pad);
+        return;
+    }
     memset(dx, 0, (size_t)n * L->in_n * sizeof *dx);
     for (int c = 0; c < C; c++)
         for (int kh = 0; kh < k; kh++)
@@ -183,10 +299,7 @@ static void col2im(const fedci_layer *L, const float *col, int n, float *dx)
                         if (ih < 0 || ih >= H) continue;
                         const float *restrict dr = d + (size_t)oh * Wo;
                         float *restrict sr = dst + (size_t)ih * W;
-                        if (s == 1)
-                            for (int ow = lo; ow < hi; ow++) sr[ow + off] += dr[ow];
-                        else
-                            for (int ow = lo; ow < hi; ow++) sr[ow * s + off] += dr[ow];
+                        for (int ow = lo; ow < hi; ow++) sr[ow * s + off] += dr[ow];
                     }
                 }
             }
@@ -212,9 +325,10 @@ static void conv_forward(const fedci_layer *L, const fedci_exec *e, const float 
     const float *W = P + L->toff[0], *bias = P + L->toff[1];
     float *col = e->scratch;
     float *Yc = col + (size_t)K * nb * HWo;
+    float *pad = Yc + (nb > 1 ? (size_t)F * nb * HWo : 0) + 2 * (size_t)F * K;
     for (int b0 = 0; b0 < B; b0 += nb) {
         const int n = B - b0 < nb ? B - b0 : nb;
-        im2col(L, x + (size_t)b0 * L->in_n, n, col);
+        im2col(L, x + (size_t)b0 * L->in_n, n, col, pad);
         if (n == 1) {
             float *yb = y + (size_t)b0 * L->out_n;
             fedci_gemm(0, 0, F, HWo, K, 1.0f, W, K, col, HWo, 0.0f, yb, HWo);
@@ -248,11 +362,12 @@ static void conv_backward(const fedci_layer *L, const fedci_exec *e, const float
     float *col = e->scratch;
     float *Yc = col + (size_t)K * nb * HWo;
     float *pedW = Yc + (nb > 1 ? (size_t)F * nb * HWo : 0), *dWT = pedW + (size_t)F * K;
+    float *pad = dWT + (size_t)F * K;
     float *dW = dP ? dP + L->toff[0] : NULL, *db = dP ? dP + L->toff[1] : NULL;
     if (db) memset(db, 0, (size_t)F * sizeof *db);
     for (int b0 = 0; b0 < B; b0 += nb) {
         const int n = B - b0 < nb ? B - b0 : nb, ld = n * HWo;
-        if (dW || pe_sq) im2col(L, x + (size_t)b0 * L->in_n, n, col);
+        if (dW || pe_sq) im2col(L, x + (size_t)b0 * L->in_n, n, col, pad);
         const float *dyc;
         if (n == 1) {
             dyc = dy + (size_t)b0 * L->out_n;
@@ -285,7 +400,7 @@ static void conv_backward(const fedci_layer *L, const fedci_exec *e, const float
         }
         if (dx) {
             fedci_gemm(1, 0, K, ld, F, 1.0f, W, K, dyc, ld, 0.0f, col, ld);
-            col2im(L, col, n, dx + (size_t)b0 * L->in_n);
+            col2im(L, col, n, dx + (size_t)b0 * L->in_n, pad);
         }
     }
     if (dW)

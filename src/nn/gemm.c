@@ -76,6 +76,7 @@ void fedci_gemm_plain(int ta, int tb, int M, int N, int K, float alpha, const fl
 #define SK_VL 16
 #define SK_TARGET __attribute__((target("avx512f,avx512vl,avx512dq,avx512bw,fma")))
 #define SK_NN_NV 4
+#define SK_NN_RB 5
 #define SK_NN_KB 64
 #define SK_TN_MB 8
 #define SK_NT_MB 5
@@ -86,6 +87,7 @@ void fedci_gemm_plain(int ta, int tb, int M, int N, int K, float alpha, const fl
 #undef SK_VL
 #undef SK_TARGET
 #undef SK_NN_NV
+#undef SK_NN_RB
 #undef SK_NN_KB
 #undef SK_TN_MB
 #undef SK_NT_MB
@@ -96,6 +98,7 @@ void fedci_gemm_plain(int ta, int tb, int M, int N, int K, float alpha, const fl
 #define SK_VL 8
 #define SK_TARGET __attribute__((target("avx2,fma")))
 #define SK_NN_NV 2
+#define SK_NN_RB 4
 #define SK_NN_KB 64
 #define SK_TN_MB 4
 #define SK_NT_MB 3
@@ -106,6 +109,7 @@ void fedci_gemm_plain(int ta, int tb, int M, int N, int K, float alpha, const fl
 #undef SK_VL
 #undef SK_TARGET
 #undef SK_NN_NV
+#undef SK_NN_RB
 #undef SK_NN_KB
 #undef SK_TN_MB
 #undef SK_NT_MB

@@ -204,6 +204,26 @@ SK_FN(sk_outer_tail)(int MB, int cols, int K, const float *A, int ars, int aks, 
         if (n < (N)) SK_OUTER_TAIL_SWITCH(mb, (N) - n);                                       \
     }
 
+/* The same with the column blocks outer: a block of B (K rows by NVB vectors) is loaded once
+ * and reused from L1 by every row block (nn, where B is the big operand). */
+#define SK_OUTER_BODY_COLS(RB, NVB, M, N, K, A, ars, aks, B, ldb, alpha, beta, C, ldc)        \
+    const int sk_k_ = (K);                                                                    \
+    const float *sk_b_ = (B);                                                                 \
+    const float sk_beta_ = (beta);                                                            \
+    int n = 0;                                                                                \
+    for (; n + (NVB) * SK_VL <= (N); n += (NVB) * SK_VL)                                      \
+        SK_OUTER_ROWS(RB, M, A, ars, C, ldc, SK_OUTER_SWITCH(mb, NVB));                        \
+    for (; n + SK_VL <= (N); n += SK_VL) SK_OUTER_ROWS(RB, M, A, ars, C, ldc,                  \
+                                                       SK_OUTER_SWITCH(mb, 1));                \
+    if (n < (N)) SK_OUTER_ROWS(RB, M, A, ars, C, ldc, SK_OUTER_TAIL_SWITCH(mb, (N) - n));
+#define SK_OUTER_ROWS(RB, M, A, ars, C, ldc, stmt)                                             \
+    for (int i = 0; i < (M); i += (RB)) {                                                     \
+        const int mb = (M) - i < (RB) ? (M) - i : (RB);                                       \
+        const float *Ai = (A) + (size_t)i * (ars);                                            \
+        float *Ci = (C) + (size_t)i * (ldc);                                                  \
+        stmt;                                                                                 \
+    }
+
 #define SK_OUTER_CALL(mm, nv)                                                                  \
     SK_FN(sk_outer_tile)(mm, nv, sk_k_, Ai, ars, aks, sk_b_ + n, ldb, alpha, sk_beta_, Ci + n, ldc)
 #define SK_OUTER_TAIL_CALL(mm, cols)                                                           \
@@ -249,7 +269,7 @@ SK_TARGET static void SK_FN(sk_nn)(int M, int N, int K, float alpha, const float
         const int ars = lda, aks = 1;
         const float *Ak = A + k0, *Bk = B + (size_t)k0 * ldb;
         const float bt = k0 == 0 ? beta : 1.0f;
-        SK_OUTER_BODY(4, SK_NN_NV, M, N, kb, Ak, ars, aks, Bk, ldb, alpha, bt, C, ldc)
+        SK_OUTER_BODY_COLS(SK_NN_RB, SK_NN_NV, M, N, kb, Ak, ars, aks, Bk, ldb, alpha, bt, C, ldc)
     }
 }
 
@@ -262,6 +282,8 @@ SK_TARGET static void SK_FN(sk_tn)(int M, int N, int K, float alpha, const float
 }
 
 #undef SK_OUTER_BODY
+#undef SK_OUTER_BODY_COLS
+#undef SK_OUTER_ROWS
 #undef SK_OUTER_CALL
 #undef SK_OUTER_SWITCH
 #undef SK_OUTER_TAIL_CALL

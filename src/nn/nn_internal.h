@@ -151,6 +151,9 @@ int fedci_gemm_skinny(int ta, int tb, int M, int N, int K, float alpha, const fl
 /* Tests: caps the instruction set of the skinny path (0 none, 1 AVX2, 2 AVX-512; -1 = the
  * CPU's best), so that every variant can be checked on one machine. */
 void fedci_gemm_cap_isa(int level);
+/* Tests: 0 makes im2col/col2im use their plain-C row loops instead of the AVX-512 ones
+ * (-1: the CPU's best), so that both can be compared on one machine. */
+void fedci_conv_cap_isa(int level);
 /* The plain-C kernel: the fallback without BLAS and the tests' oracle. */
 void fedci_gemm_plain(int ta, int tb, int M, int N, int K, float alpha, const float *A,
                       int lda, const float *B, int ldb, float beta, float *C, int ldc);

@@ -386,7 +386,7 @@ typedef struct mpi_run {
     int *counts, *displs; /* size entries */
     float *model;         /* robust: the broadcast model */
     /* federated evaluation */
-    size_t *eval_pos;     /* positions of this rank's evaluation clients */
+    size_t *eval_pos;     /* where this rank's clients sit in the job's list (evaluation results) */
     fedc_eval_out *eval_out;
     fedc_status *eval_status;
     double *eval_buf;     /* 4 per client: loss, accuracy, examples, status */

@@ -28,6 +28,7 @@
 #include "fedc/log.h"
 #include "fedc/privacy.h"
 #include "fedc/sim.h"
+#include "sim/sim_secagg.h"
 
 typedef struct sim_worker {
     void *state;         /* trainer's per-worker state */
@@ -65,6 +66,7 @@ typedef struct sim_run {
     uint64_t down_bytes;
     atomic_uint_fast64_t up_bytes;
     float **residual;
+    fedci_sim_secagg *secagg; /* [secagg] enabled: updates go through SecAgg+ (sim_secagg.c) */
 } sim_run;
 
 enum { JOB_FIT, JOB_EVAL };
@@ -188,6 +190,10 @@ static fedc_status fit_one(sim_run *run, sim_worker *w, uint32_t client)
             return FEDC_OK;
         }
     }
+    if (run->secagg) { /* secure aggregation: quantized now, submitted as one masked sum */
+        fedci_sim_secagg_stash(run->secagg, client, &out, dt);
+        return FEDC_OK;
+    }
     fedc_err serr;
     fedc_err_clear(&serr);
     fedc_engine_submit_dp(run->engine, client, &out, &report, dt, &serr); /* refusals counted */
@@ -283,6 +289,7 @@ static void run_fini(sim_run *run)
     }
     fedc_codec_destroy(run->down);
     fedc_free(run->down_global);
+    fedci_sim_secagg_destroy(run->secagg);
 }
 
 static fedc_status run_init(sim_run *run, int nworkers, fedc_err *err)
@@ -323,7 +330,7 @@ static fedc_status run_init(sim_run *run, int nworkers, fedc_err *err)
         if (!(run->down_global = fedc_malloc(run->num_params * sizeof(float))))
             return fedc_err_set(err, FEDC_ERR_NOMEM, "simulation: out of memory");
     }
-    return FEDC_OK;
+    return fedci_sim_secagg_create(run->cfg, run->engine, &run->secagg, err);
 }
 
 /* Centralized and federated evaluation after a round, into rec. */
@@ -405,7 +412,11 @@ fedc_status fedc_sim_run(fedc_engine *engine, const fedc_trainer *trainer,
         run.job = JOB_FIT;
         run.clients = clients;
         run.nclients = n;
+        if (run.secagg && (st = fedci_sim_secagg_begin(run.secagg, fedc_engine_last_round(engine) + 1,
+                                                       clients, n, err)) != FEDC_OK)
+            break;
         st = run_job(&run, err);
+        if (st == FEDC_OK && run.secagg) st = fedci_sim_secagg_finish(run.secagg, engine, err);
         if (st != FEDC_OK) break;
         fedc_round_record rec;
         fedc_err rerr;
@@ -413,6 +424,7 @@ fedc_status fedc_sim_run(fedc_engine *engine, const fedc_trainer *trainer,
         st = fedc_engine_round_end(engine, &rec, &rerr);
         if (run.down) rec.bytes_down = (uint64_t)rec.selected * run.down_bytes; /* as encoded */
         if (run.workers[0].up) rec.bytes_up = atomic_load(&run.up_bytes);
+        if (run.secagg) fedci_sim_secagg_record(run.secagg, &rec);
         if (st == FEDC_ERR_ABORTED) {
             fedc_log(FEDC_LOG_WARN, "sim", "round %u: %s", rec.round, fedc_err_message(&rerr));
             st = FEDC_OK;
