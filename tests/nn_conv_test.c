@@ -81,7 +81,8 @@ static void check_forward(const ccase *c)
                     double d = fabs(got - s) / (1.0 + fabs(s));
                     if (d > worst) worst = d;
                 }
-    if (worst > 1e-5) fail_msg("%s on %dx%dx%d: forward off by %.3g", spec, c->C, c->H, c->W, worst);
+    if (worst > 1e-5)
+        fail_msg("%s on %dx%dx%d: forward off by %.3g", spec, c->C, c->H, c->W, worst);
     free(w);
     free(x);
     fedc_nn_workspace_destroy(ws);

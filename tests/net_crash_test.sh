@@ -1,0 +1,173 @@
+#!/usr/bin/env bash
+# Crash recovery (issue 6): the server is killed with SIGKILL in the middle of a round,
+# restarted on the same state directory, and the run finishes with every committed round
+# intact and the same final model as `fedc sim` (an uninterrupted run). Then SIGKILL at random
+# moments, several times in a row (checkpoint writes and commits included): the store stays
+# readable, its rounds are always a prefix of the uninterrupted run's, and the run finishes
+# with the same model. A finished run restarts idempotently; another config is refused.
+set -u
+. "$FEDC_SRC/tests/lib.sh"
+
+PIDS=()
+cleanup() {
+  for p in "${PIDS[@]}"; do kill -CONT "$p" 2>/dev/null; kill -9 "$p" 2>/dev/null; done
+  wait 2>/dev/null
+  rm -rf "$TMP"
+}
+trap cleanup EXIT
+wait_for() {
+  local f=$1 re=$2 t=$(( $3 * 10 ))
+  for ((i = 0; i < t; i++)); do
+    grep -Eq -- "$re" "$f" 2>/dev/null && return 0
+    sleep 0.1
+  done
+  return 1
+}
+wait_exit() {
+  local p=$1 t=$(( $2 * 10 ))
+  for ((i = 0; i < t; i++)); do
+    if ! kill -0 "$p" 2>/dev/null; then wait "$p"; EXIT_CODE=$?; return 0; fi
+    sleep 0.1
+  done
+  EXIT_CODE=124
+  return 1
+}
+kill9() { kill -9 "$1" 2>/dev/null; wait "$1" 2>/dev/null; }
+port_of() { grep -o '"port":[0-9]*' "$1" | head -1 | cut -d: -f2; }
+same() { [[ -n "$1" && "$1" == "$2" ]]; }  # non-empty and equal
+sha_of() { grep -o '"model_sha256":"[0-9a-f]*"' "$1" | tail -1 | cut -d'"' -f4; }
+# round_shas FILE: "round sha" per committed round line
+round_shas() { grep -o '"round":[0-9]*,.*"model_sha256":"[0-9a-f]*"' "$1" |
+               sed -E 's/^"round":([0-9]+),.*"model_sha256":"([0-9a-f]+)"$/\1 \2/'; }
+
+cd "$TMP"
+cat >run.ini <<'INI'
+[run]
+seed = 11
+rounds = 6
+[clients]
+count = 5
+per_round = 5
+min = 5
+[data]
+dataset = synthetic-iid
+partition = iid
+[model]
+spec = logreg
+[train]
+epochs = 1
+lr = 0.5
+[eval]
+every = 3
+[round]
+deadline = 120
+[client]
+retry_initial = 0.05
+retry_max = 0.25
+INI
+for i in 0 1 2 3 4; do "$FEDC" keygen --out "k$i.key" >>allow.txt 2>/dev/null; done
+
+# The uninterrupted run's model after every round, from fedc sim.
+for k in 1 2 3 4 5 6 7 8 9 10 11 12; do
+  "$FEDC" sim run.ini --json --threads 1 --set run.rounds=$k >sim.out 2>/dev/null
+  echo "$k $(sha_of sim.out)"
+done >sim_rounds.txt
+SIM6=$(awk '$1 == 6 {print $2}' sim_rounds.txt)
+SIM12=$(awk '$1 == 12 {print $2}' sim_rounds.txt)
+check "fedc sim gives the reference models" test -n "$SIM6" -a -n "$SIM12"
+
+start_client() {  # start_client I URL TAG [OPTIONS]: sets CL[I]
+  local i=$1 url=$2 tag=$3; shift 3
+  "$FEDC" client --server "$url" --key "k$i.key" --config run.ini --json "$@" \
+    >"c${tag}_$i.out" 2>"c${tag}_$i.err" &
+  CL[$i]=$!; PIDS+=($!)
+}
+
+# ---- 1. SIGKILL mid-round, restart, finish ----
+# Clients 3 and 4 leave after 2 tasks (--tasks 2): round 3 then waits for them (clients.min =
+# 5), with the results of clients 0-2 in: the server is killed in the middle of it.
+"$FEDC" server run.ini --listen 127.0.0.1:0 --state st --allow-file allow.txt --json >s1.out 2>s1.err &
+SRV=$!; PIDS+=("$SRV")
+wait_for s1.out '"listening"' 15
+PORT=$(port_of s1.out)
+URL="http://127.0.0.1:$PORT"
+CL=()
+for i in 0 1 2; do start_client $i "$URL" a; done
+for i in 3 4; do start_client $i "$URL" a --tasks 2; done
+wait_exit "${CL[3]}" 60
+wait_exit "${CL[4]}" 60
+check "two clients leave after 2 tasks (exit $EXIT_CODE)" test "$EXIT_CODE" -eq 0
+wait_for s1.out '"round":2,' 30
+sleep 0.5
+R=$(grep -c '"round":' s1.out)
+check "the server is in the middle of round 3 (committed $R of 6 rounds)" test "$R" -eq 2
+kill9 "$SRV"
+round_shas s1.out >before.txt
+"$FEDC" server rounds --state st --json >r1.out 2>&1
+check "after SIGKILL the store is readable" test $? -eq 0
+round_shas r1.out >stored.txt
+check "the store holds exactly the $R committed rounds" test "$(wc -l <stored.txt)" -eq "$R"
+check "... with the models the server reported" diff -q before.txt stored.txt
+check "... which are the uninterrupted run's" diff -q stored.txt <(head -"$R" sim_rounds.txt)
+CK=$(printf 'st/checkpoints/round-%08d.safetensors' "$R")
+"$FEDC" inspect "$CK" --json >ck.out 2>&1
+check "the last checkpoint verifies against its model_sha256" \
+  grep -q "$(awk -v r="$R" '$1 == r {print $2}' sim_rounds.txt)" ck.out
+
+"$FEDC" server run.ini --listen "127.0.0.1:$PORT" --state st --json >s2.out 2>s2.err &
+SRV=$!; PIDS+=("$SRV")
+wait_for s2.out '"listening"' 15
+check "restarted on the same port and directory, it resumes after round $R" \
+  grep -q "\"resumed_round\":$R" s2.out
+for i in 3 4; do start_client $i "$URL" b; done
+wait_exit "$SRV" 60
+check "the resumed run finishes: exit 0 (got $EXIT_CODE)" test "$EXIT_CODE" -eq 0
+check "final model == the uninterrupted run's ($SIM6)" same "$(sha_of s2.out)" "$SIM6"
+"$FEDC" server rounds --state st --json >r2.out 2>&1
+round_shas r2.out >all.txt
+check "every committed round's model is the uninterrupted run's" \
+  diff -q all.txt <(head -6 sim_rounds.txt)
+ok=1
+for i in 0 1 2 3 4; do
+  wait_exit "${CL[$i]}" 20; [[ $EXIT_CODE == 0 ]] || ok=0
+done
+for i in 0 1 2; do [[ "$(sha_of "ca_$i.out")" == "$SIM6" ]] || ok=0; done
+check "clients 0-2 rode through the restart with the same keys and finished" test $ok = 1
+
+"$FEDC" server run.ini --listen 127.0.0.1:0 --state st --json --set server.linger=0 >s3.out 2>s3.err &
+SRV=$!; PIDS+=("$SRV")
+wait_exit "$SRV" 20
+check "restarting a finished run exits 0 at once (got $EXIT_CODE)" test "$EXIT_CODE" -eq 0
+check "... with its model" same "$(sha_of s3.out)" "$SIM6"
+expect_exit 1 "$FEDC" server run.ini --listen 127.0.0.1:0 --state st --set run.seed=12
+expect_err "different configuration" "$FEDC" server run.ini --listen 127.0.0.1:0 --state st --set run.seed=12
+
+# ---- 2. SIGKILL at random moments, five times, then let it finish ----
+rm -rf st
+PORT=""
+ok=1
+for n in 1 2 3 4 5 6; do
+  LISTEN="127.0.0.1:${PORT:-0}"
+  "$FEDC" server run.ini --listen "$LISTEN" --state st --allow-file allow.txt --json \
+    --set run.rounds=12 >"k$n.out" 2>"k$n.err" &
+  SRV=$!; PIDS+=("$SRV")
+  wait_for "k$n.out" '"listening"' 15 || ok=0
+  if [[ -z "$PORT" ]]; then
+    PORT=$(port_of "k$n.out")
+    for i in 0 1 2 3 4; do start_client $i "http://127.0.0.1:$PORT" c; done
+  fi
+  [[ $n == 6 ]] && break
+  sleep "0.$(( (RANDOM % 4) + 1 ))$(( RANDOM % 10 ))"
+  kill9 "$SRV"
+  "$FEDC" server rounds --state st --json >kr.out 2>&1 || ok=0
+  round_shas kr.out >kr.txt
+  diff -q kr.txt <(head -"$(wc -l <kr.txt)" sim_rounds.txt) >/dev/null || ok=0
+done
+check "after each of 5 random SIGKILLs the store is intact and a prefix of the run" test $ok = 1
+wait_exit "$SRV" 60
+check "after them the run finishes (exit $EXIT_CODE)" test "$EXIT_CODE" -eq 0
+check "with the uninterrupted run's model ($SIM12)" same "$(sha_of k6.out)" "$SIM12"
+"$FEDC" server rounds --state st --json >kr.out 2>&1
+round_shas kr.out >kr.txt
+check "and all 12 rounds' models are the uninterrupted run's" diff -q kr.txt sim_rounds.txt
+finish
