@@ -3,9 +3,10 @@
  *
  * - Upload throughput: K concurrent clients (threads of this process, each a real fedc_client
  *   with a trainer that returns a fixed update at once) run R rounds against a `fedc server`
- *   process holding the `cnn` model (6.65 MB of float32). Per round, the upload phase runs from
- *   the first client's end of training to the last accepted result; throughput is the update
- *   bytes over those spans. Against it, in the same run: a plain HTTP POST of the same bytes,
+ *   process holding the `cnn` model (6.65 MB of float32). Each round's "training" ends for all
+ *   clients together (a barrier, once every client has its task and the model), so that the
+ *   uploads run alone: from then to the last accepted result is the upload phase, and
+ *   throughput is the update bytes over those phases. Against it, in the same run: a plain HTTP POST of the same bytes,
  *   K at a time, to a libmicrohttpd server that only counts them (no signing, no protobuf, no
  *   validation, no aggregation).
  * - Round latency added by the protocol: the rounds' wall time with clients that do not train
@@ -56,6 +57,13 @@ typedef struct dummy {
     fedc_model *model;
     float *update;           /* a fixed update (small values) */
     volatile int *release;   /* NULL: fit returns at once; else fit waits until *release */
+    /* barrier: with barrier > 0, a round's fits return together once `barrier` clients have
+     * downloaded the model and started, so that the uploads that follow are measured alone */
+    int barrier;
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    uint32_t round;
+    int arrived;
 } dummy;
 
 static const fedc_layout *d_layout(const void *shared)
@@ -76,8 +84,22 @@ static fedc_status d_fit(const void *shared, void *worker, const fedc_fit_ins *i
 {
     (void)worker;
     (void)err;
-    const dummy *d = shared;
+    dummy *d = (dummy *)shared;
     while (d->release && !*d->release) usleep(20000);
+    if (d->barrier > 0) {
+        pthread_mutex_lock(&d->lock);
+        if (ins->round != d->round) {
+            d->round = ins->round;
+            d->arrived = 0;
+        }
+        if (++d->arrived >= d->barrier) pthread_cond_broadcast(&d->cond);
+        struct timespec until;
+        clock_gettime(CLOCK_REALTIME, &until);
+        until.tv_sec += 20;
+        while (d->round == ins->round && d->arrived < d->barrier)
+            if (pthread_cond_timedwait(&d->cond, &d->lock, &until) != 0) break;
+        pthread_mutex_unlock(&d->lock);
+    }
     fedc_vec_copy(ins->num_params, d->update, out->update);
     out->num_examples = 100;
     out->train_loss = 0.5;
@@ -110,6 +132,8 @@ static int dummy_init(dummy *d, volatile int *release)
     if (!d->update) return -1;
     for (size_t i = 0; i < n; i++) d->update[i] = (float)((int)(i % 17) - 8) * 1e-4f;
     d->release = release;
+    pthread_mutex_init(&d->lock, NULL);
+    pthread_cond_init(&d->cond, NULL);
     return 0;
 }
 
@@ -117,6 +141,8 @@ static void dummy_fini(dummy *d)
 {
     fedc_model_destroy(d->model);
     fedc_free(d->update);
+    pthread_mutex_destroy(&d->lock);
+    pthread_cond_destroy(&d->cond);
 }
 
 /* ---- the server child ---- */
@@ -170,7 +196,8 @@ static int child_main(const char *dir)
     so.listen = "127.0.0.1:0";
     so.state_dir = state;
     so.allow_file = allow;
-    so.serve_on = 1;
+    snprintf(path, sizeof path, "%s/serve_on", dir);
+    so.serve_on = access(path, F_OK) == 0; /* the idle case: until SIGTERM */
     fedc_server *s;
     fedc_err err;
     if (fedc_server_create(cfg, &tr, &so, &s, &err) != FEDC_OK) {
@@ -480,6 +507,7 @@ int bench_server(int argc, char **argv)
     if (dummy_init(&d, NULL) != 0) return cli_fail("bench", "server: cannot build the cnn model");
     size_t P = fedc_model_param_count(d.model);
     double model_mb = (double)P * 4 / 1e6;
+    d.barrier = K;
     fedc_trainer tr = {&dummy_ops, &d};
 
     /* 1. uploads */
@@ -549,6 +577,9 @@ int bench_server(int argc, char **argv)
                  "[round]\ndeadline = 3600\n[server]\nmax_connections = %d\nlong_poll = 120\n",
                  N + 1, N + 100);
         if (write_files(dir2, ini, keys, N + 1) != 0) return cli_fail("bench", "server: cannot write %s", dir2);
+        snprintf(path, sizeof path, "%s/serve_on", dir2);
+        f = fopen(path, "w");
+        if (f) fclose(f);
         pid_t child2 = spawn_child(dir2, &port);
         if (child2 < 0) return cli_fail("bench", "server: the idle server did not start");
         snprintf(url, sizeof url, "http://127.0.0.1:%d", port);
@@ -604,8 +635,8 @@ int bench_server(int argc, char **argv)
             "fedc bench server (loopback, plain HTTP, cnn update %.2f MB)\n"
             "  uploads     %d clients x %d rounds, %d result buffers: %d results accepted\n"
             "              %.0f MB/s through the protocol vs %.0f MB/s plain HTTP POST (%.0f%%)\n"
-            "  rounds      %.3f s per round with clients that do not train (check-in, download,\n"
-            "              upload, validate, aggregate, checkpoint, commit, publish)\n"
+            "  rounds      %.3f s per round with clients that do not train (check-in, download and\n"
+            "              verify, upload, validate, aggregate, checkpoint, commit, publish)\n"
             "  memory      server peak %.0f MB in the upload test (%.1f models)\n",
             model_mb, K, R, M, accepted, upload_mbs, plain_mbs,
             plain_mbs > 0 ? 100 * upload_mbs / plain_mbs : 0, round_s, hwm1 / 1e3,

@@ -228,6 +228,7 @@ fedc_status fedc_server_create(const fedc_config *cfg, const fedc_trainer *train
     fedc_server *s = fedc_calloc(1, sizeof *s);
     if (!s) return fedc_err_set(err, FEDC_ERR_NOMEM, "server: out of memory");
     pthread_mutex_init(&s->lock, NULL);
+    pthread_mutex_init(&s->pool_lock, NULL);
     pthread_cond_init(&s->cond, NULL);
     fedci_nonce_cache_init(&s->nonces, 4u << 20);
     s->cfg = cfg;
@@ -309,7 +310,7 @@ fedc_status fedc_server_create(const fedc_config *cfg, const fedc_trainer *train
     if (st == FEDC_OK) {
         s->start_ms = fedci_now_ms();
         s->round = fedc_engine_last_round(s->engine) + 1;
-        st = fedci_server_publish_model(s, fedc_engine_last_round(s->engine), err);
+        st = fedci_server_publish_model(s, fedc_engine_last_round(s->engine), NULL, err);
     }
     if (st == FEDC_OK) st = fedci_server_http_start(s, err);
     fedci_buf_fini(&cfg_text);
@@ -346,6 +347,7 @@ void fedc_server_destroy(fedc_server *s)
     fedc_free(s->parts);
     fedci_nonce_cache_fini(&s->nonces);
     pthread_cond_destroy(&s->cond);
+    pthread_mutex_destroy(&s->pool_lock);
     pthread_mutex_destroy(&s->lock);
     fedc_free(s);
 }
@@ -497,6 +499,7 @@ static fedc_status run_round(fedc_server *s, uint32_t attempt, int *aborted, fed
     s->phase = PHASE_IDLE; /* from here on, results are late */
     uint32_t accepted = s->accepted, refused = s->refused;
     pthread_mutex_unlock(&s->lock);
+    double t_wait = fedci_mono();
 
     if (s->stop) {
         fedc_round_record rec;
@@ -526,12 +529,20 @@ static fedc_status run_round(fedc_server *s, uint32_t attempt, int *aborted, fed
         return st;
     }
     rec.rejected += refused;
+    double t_end = fedci_mono();
     FEDC_TRY(evaluate(s, &rec, err));
-    rec.seconds = fedci_mono() - t0;
+    double t_eval = fedci_mono();
+    rec.seconds = t_eval - t0;
     char sha[65];
     fedc_vec_sha256_hex(s->num_params, fedc_engine_global(s->engine), sha);
     FEDC_TRY(commit_round(s, &rec, sha, err));
-    FEDC_TRY(fedci_server_publish_model(s, rec.round, err));
+    double t_commit = fedci_mono();
+    FEDC_TRY(fedci_server_publish_model(s, rec.round, sha, err));
+    fedc_log(FEDC_LOG_DEBUG, "server",
+             "round %u: results %.3f s, aggregate %.3f s, evaluate %.3f s, checkpoint + commit "
+             "%.3f s, publish %.3f s",
+             rec.round, t_wait - t0, t_end - t_wait, t_eval - t_end, t_commit - t_eval,
+             fedci_mono() - t_commit);
     fedc_log(FEDC_LOG_INFO, "server", "round %u committed: %u/%u results, train loss %.4f%s",
              rec.round, rec.participants, rec.selected, rec.train_loss,
              rec.evaluated ? "" : "");

@@ -50,7 +50,9 @@ static const unsigned http_codes[] = {200, 304, 400, 401, 404, 409, 413, 422, 50
 _Static_assert(N_HTTP_CODES == FEDCI_HTTP_CODES, "one counter per status code");
 _Static_assert(AUTH_REASONS_ == FEDCI_AUTH_REASONS, "one counter per refusal reason");
 
+static _Thread_local double T_hash, T_feed; static _Thread_local int T_calls;
 typedef struct req {
+    double t_first;
     fedc_server *s;
     struct MHD_Connection *conn;
     enum route route;
@@ -69,6 +71,9 @@ typedef struct req {
     fedci_vstream vs;
     int vs_ready;
     float *buf;
+    int wait_buf;      /* queued for an update buffer */
+    int buf_suspended; /* ... and its connection is suspended (pool_lock) */
+    struct req *qnext;
     /* model download */
     uint64_t version;
     /* long poll */
@@ -184,30 +189,66 @@ static const char *status_reason(unsigned code)
 
 /* ---- update buffers ---- */
 
-static pthread_mutex_t pool_lock = PTHREAD_MUTEX_INITIALIZER;
-
-static float *buf_take(fedc_server *s)
+/* A free buffer, or NULL after queueing r for the next one (pool_lock). */
+static float *buf_take_or_queue(fedc_server *s, req *r)
 {
     float *b = NULL;
-    pthread_mutex_lock(&pool_lock);
+    pthread_mutex_lock(&s->pool_lock);
     if (s->nfree > 0) {
         b = s->free_bufs[--s->nfree];
     } else if (s->nbufs < s->max_uploads) {
         b = fedc_malloc((s->num_params ? s->num_params : 1) * sizeof(float));
         if (b) s->nbufs++;
     }
-    pthread_mutex_unlock(&pool_lock);
+    if (!b && r) {
+        r->wait_buf = 1;
+        r->qnext = NULL;
+        if (s->upq_tail) s->upq_tail->qnext = r;
+        else s->upq_head = r;
+        s->upq_tail = r;
+    }
+    pthread_mutex_unlock(&s->pool_lock);
     if (b) atomic_fetch_add(&s->stats.uploads_active, 1);
     return b;
 }
 
+/* Returns a buffer: to the first upload waiting for one (resumed), or to the pool. Never
+ * called with a lock held that libmicrohttpd's callbacks take. */
 static void buf_give(fedc_server *s, float *b)
 {
     if (!b) return;
-    pthread_mutex_lock(&pool_lock);
-    s->free_bufs[s->nfree++] = b;
-    pthread_mutex_unlock(&pool_lock);
-    atomic_fetch_sub(&s->stats.uploads_active, 1);
+    req *next = NULL;
+    int resume = 0;
+    pthread_mutex_lock(&s->pool_lock);
+    if (s->upq_head && !s->stop) {
+        next = s->upq_head;
+        s->upq_head = next->qnext;
+        if (!s->upq_head) s->upq_tail = NULL;
+        next->qnext = NULL;
+        next->buf = b;
+        resume = next->buf_suspended;
+        next->buf_suspended = 0;
+    } else {
+        s->free_bufs[s->nfree++] = b;
+    }
+    struct MHD_Connection *conn = next ? next->conn : NULL;
+    pthread_mutex_unlock(&s->pool_lock);
+    if (!next) atomic_fetch_sub(&s->stats.uploads_active, 1);
+    if (resume) MHD_resume_connection(conn);
+}
+
+/* Removes r from the upload queue if it is there (its connection ended). */
+static void buf_unqueue(fedc_server *s, req *r)
+{
+    pthread_mutex_lock(&s->pool_lock);
+    for (req **pp = &s->upq_head, *prev = NULL; *pp; prev = *pp, pp = &(*pp)->qnext) {
+        if (*pp != r) continue;
+        *pp = r->qnext;
+        if (s->upq_tail == r) s->upq_tail = prev;
+        break;
+    }
+    r->wait_buf = 0;
+    pthread_mutex_unlock(&s->pool_lock);
 }
 
 /* ---- nonce cache ---- */
@@ -485,12 +526,29 @@ static enum MHD_Result first_call(fedc_server *s, req *r, const char *url, const
     }
     r->t_round = round;
     r->t_attempt = attempt;
-    r->buf = buf_take(s);
+    r->buf = buf_take_or_queue(s, r);
     if (!r->buf) {
-        fedc_log(FEDC_LOG_INFO, "server", "client %d: all %u upload buffers busy; retry later",
+        /* every update buffer is receiving: wait for one, suspended (the body is not read) */
+        fedc_log(FEDC_LOG_DEBUG, "server", "client %d: waits for one of %u upload buffers",
                  r->client, s->max_uploads);
-        return respond_error(r, 503, "busy", 500);
+        MHD_suspend_connection(r->conn);
+        pthread_mutex_lock(&s->pool_lock);
+        int granted = r->buf != NULL;
+        r->buf_suspended = !granted;
+        pthread_mutex_unlock(&s->pool_lock);
+        if (granted) MHD_resume_connection(r->conn); /* it came while suspending */
+        return MHD_YES;
     }
+    fedci_vstream_init(&r->vs, FEDCI_VS_RESULT, s->max_message, s->chunk_bytes, on_result_header, r);
+    r->vs_ready = 1;
+    return MHD_YES;
+}
+
+/* A queued upload was given a buffer (or the server stops): start reading its body. */
+static enum MHD_Result upload_resumed(fedc_server *s, req *r)
+{
+    r->wait_buf = 0;
+    if (!r->buf) return respond_error(r, 503, "busy", 1000); /* stopping */
     fedci_vstream_init(&r->vs, FEDCI_VS_RESULT, s->max_message, s->chunk_bytes, on_result_header, r);
     r->vs_ready = 1;
     return MHD_YES;
@@ -510,10 +568,16 @@ static void on_body(fedc_server *s, req *r, const char *data, size_t n)
         return;
     }
     if (r->route == R_STATUS || r->route == R_METRICS) return;
+    double th0 = fedci_mono();
     fedci_body_hash_update(&r->hash, data, n);
+    T_hash += fedci_mono() - th0;
     if (r->route == R_RESULT) {
+        if (!r->t_first) r->t_first = fedci_mono();
+        T_calls++;
         fedc_err err;
+        double tf0 = fedci_mono();
         fedc_status st = fedci_vstream_feed(&r->vs, (const uint8_t *)data, n, &err);
+        T_feed += fedci_mono() - tf0;
         if (st != FEDC_OK) {
             unsigned code = status_http(st);
             fedc_log(FEDC_LOG_WARN, "server", "client %d: result refused: %s", r->client,
@@ -767,6 +831,7 @@ static void record_refusal(fedc_server *s, req *r, const char *detail)
 
 static enum MHD_Result answer_result(fedc_server *s, req *r)
 {
+    double ta0 = fedci_mono();
     fedc_err err;
     fedc_status st = fedci_vstream_finish(&r->vs, &err);
     const Fedc__V1__ResultHeader *h = (const Fedc__V1__ResultHeader *)r->vs.header;
@@ -845,6 +910,8 @@ static enum MHD_Result answer_result(fedc_server *s, req *r)
         return respond_error(r, code, status_reason(code), 0);
     }
     atomic_fetch_add(&s->stats.results_accepted, 1);
+    fprintf(stderr, "UPLOAD body %.4f s (calls %d hash %.4f feed %.4f) finish %.4f\n", ta0 - r->t_first, T_calls, T_hash, T_feed, fedci_mono() - ta0);
+    T_hash = T_feed = 0; T_calls = 0;
     fedc_log(FEDC_LOG_DEBUG, "server", "client %d: result for round %u accepted", r->client,
              r->t_round);
     Fedc__V1__ResultAck ack = FEDC__V1__RESULT_ACK__INIT;
@@ -1018,6 +1085,10 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         *upload_size = 0;
         return MHD_YES;
     }
+    if (r->wait_buf) {
+        enum MHD_Result rc = upload_resumed(s, r);
+        if (r->responded || !*upload_size) return rc;
+    }
     if (*upload_size) {
         on_body(s, r, upload_data, *upload_size);
         *upload_size = 0;
@@ -1034,6 +1105,7 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **req_cls,
     fedc_server *s = cls;
     req *r = *req_cls;
     if (!r) return;
+    if (r->wait_buf) buf_unqueue(s, r);
     if (r->buf) buf_give(s, r->buf);
     if (r->vs_ready) fedci_vstream_fini(&r->vs);
     fedci_buf_fini(&r->body);
@@ -1051,12 +1123,14 @@ static void mhd_log(void *cls, const char *fmt, va_list ap)
     fedc_log(FEDC_LOG_INFO, "http", "%s", msg);
 }
 
-fedc_status fedci_server_publish_model(fedc_server *s, uint64_t version, fedc_err *err)
+fedc_status fedci_server_publish_model(fedc_server *s, uint64_t version, const char *given_sha,
+                                       fedc_err *err)
 {
     const float *g = fedc_engine_global(s->engine);
     const fedc_layout *lay = fedc_engine_layout(s->engine);
     char sha[65];
-    fedc_vec_sha256_hex(s->num_params, g, sha);
+    if (given_sha) snprintf(sha, sizeof sha, "%s", given_sha);
+    else fedc_vec_sha256_hex(s->num_params, g, sha);
     Fedc__V1__ModelRef mref = FEDC__V1__MODEL_REF__INIT;
     Fedc__V1__ModelHeader hdr = FEDC__V1__MODEL_HEADER__INIT;
     Fedc__V1__TensorInfo *tis = fedc_calloc(lay->count ? lay->count : 1, sizeof *tis);
@@ -1209,6 +1283,24 @@ void fedci_server_http_stop(fedc_server *s)
         s->stop = 1;
         fedci_server_wake(s, 1);
         pthread_mutex_unlock(&s->lock);
+        /* uploads waiting for a buffer: resume them (they answer 503) */
+        for (;;) {
+            pthread_mutex_lock(&s->pool_lock);
+            req *q = s->upq_head;
+            int resume = 0;
+            struct MHD_Connection *conn = NULL;
+            if (q) {
+                s->upq_head = q->qnext;
+                if (!s->upq_head) s->upq_tail = NULL;
+                q->qnext = NULL;
+                resume = q->buf_suspended;
+                q->buf_suspended = 0;
+                conn = q->conn;
+            }
+            pthread_mutex_unlock(&s->pool_lock);
+            if (!q) break;
+            if (resume) MHD_resume_connection(conn);
+        }
         MHD_stop_daemon(s->mhd);
         s->mhd = NULL;
     }

@@ -132,9 +132,11 @@ struct fedc_server {
     struct req *waiters;
     size_t nwaiters;
 
-    /* lock: update buffers for uploads */
+    /* pool_lock: update buffers for uploads, and the uploads waiting for one (suspended) */
+    pthread_mutex_t pool_lock;
     float **free_bufs;
     size_t nfree, nbufs;
+    struct req *upq_head, *upq_tail;
 
     /* lock: the end of the run */
     uint32_t final_rounds;
@@ -150,9 +152,11 @@ fedc_status fedci_server_http_start(fedc_server *s, fedc_err *err);
 void fedci_server_http_stop(fedc_server *s);
 /* Resumes suspended check-ins: all of them (all = 1) or those whose wait is over. Lock held. */
 void fedci_server_wake(fedc_server *s, int all);
-/* Builds the download response of the engine's current global model as `version`. Lock NOT
- * held (the encoding takes time); it takes the lock to swap. */
-fedc_status fedci_server_publish_model(fedc_server *s, uint64_t version, fedc_err *err);
+/* Builds the download response of the engine's current global model as `version` (sha: its
+ * SHA-256 hex, or NULL to compute it). Lock NOT held (the encoding takes time); it takes the
+ * lock to swap. */
+fedc_status fedci_server_publish_model(fedc_server *s, uint64_t version, const char *sha,
+                                       fedc_err *err);
 void fedci_nonce_cache_init(nonce_cache *c, size_t max);
 void fedci_nonce_cache_fini(nonce_cache *c);
 /* 0: recorded (first sight); 1: replay; -1: cache full. */

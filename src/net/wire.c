@@ -63,7 +63,7 @@ fedc_status fedci_buf_append(fedci_buf *b, const void *data, size_t n, fedc_err 
 fedc_status fedci_pack(const ProtobufCMessage *msg, fedci_buf *b, fedc_err *err)
 {
     size_t n = protobuf_c_message_get_packed_size(msg);
-    FEDC_TRY(fedci_buf_reserve(b, n, err));
+    FEDC_TRY(fedci_buf_reserve(b, n + 1, err)); /* + 1: never a NULL buffer, even for n = 0 */
     size_t w = protobuf_c_message_pack(msg, b->data + b->len);
     if (w != n)
         return fedc_err_set(err, FEDC_ERR_INTERNAL, "protobuf pack wrote %zu bytes, not %zu", w,
@@ -236,6 +236,62 @@ void fedci_vstream_fini(fedci_vstream *vs)
     vs->header = NULL;
 }
 
+/* A varint of at most `max` bytes at *p (< end). 0, or -1 when malformed. */
+static int get_varint(const uint8_t **p, const uint8_t *end, int max, uint64_t *v)
+{
+    uint64_t x = 0;
+    for (int i = 0; i < max && *p < end; i++) {
+        uint8_t b = *(*p)++;
+        x |= (uint64_t)(b & 0x7f) << (7 * i);
+        if (!(b & 0x80)) {
+            *v = x;
+            return 0;
+        }
+    }
+    return -1;
+}
+
+int fedci_chunk_parse(const uint8_t *msg, size_t len, uint64_t *offset, const uint8_t **data,
+                      size_t *dlen)
+{
+    const uint8_t *p = msg, *end = msg + len;
+    *offset = 0;
+    *data = NULL;
+    *dlen = 0;
+    while (p < end) {
+        uint64_t tag, v;
+        if (get_varint(&p, end, 5, &tag) != 0 || tag > 0xffffffffu || (tag >> 3) == 0) return -1;
+        uint64_t field = tag >> 3;
+        unsigned wt = (unsigned)(tag & 7);
+        switch (wt) {
+        case 0:
+            if (get_varint(&p, end, 10, &v) != 0) return -1;
+            if (field == 1) *offset = v;
+            else if (field == 2) return -1;
+            break;
+        case 1:
+            if (field == 1 || field == 2 || end - p < 8) return -1;
+            p += 8;
+            break;
+        case 2:
+            if (get_varint(&p, end, 10, &v) != 0 || v > (uint64_t)(end - p) || field == 1)
+                return -1;
+            if (field == 2) {
+                *data = p;
+                *dlen = (size_t)v;
+            }
+            p += v;
+            break;
+        case 5:
+            if (field == 1 || field == 2 || end - p < 4) return -1;
+            p += 4;
+            break;
+        default: return -1; /* groups and invalid wire types */
+        }
+    }
+    return 0;
+}
+
 static fedc_status vs_frame(void *user, const uint8_t *msg, size_t len, uint64_t at,
                             fedc_err *err)
 {
@@ -266,30 +322,30 @@ static fedc_status vs_frame(void *user, const uint8_t *msg, size_t len, uint64_t
                             "%s byte %" PRIu64 ": chunk message of %zu bytes exceeds the limit "
                             "of %u data bytes",
                             name, at, len, vs->max_chunk);
-    ProtobufCMessage *m;
-    FEDC_TRY(fedci_unpack(&fedc__v1__chunk__descriptor, msg, len, name, &m, err));
-    Fedc__V1__Chunk *c = (Fedc__V1__Chunk *)m;
-    fedc_status st = FEDC_OK;
-    if (c->offset != vs->filled)
-        st = fedc_err_set(err, FEDC_ERR_FORMAT,
-                          "%s byte %" PRIu64 ": chunk offset %" PRIu64 ", expected %" PRIu64,
-                          name, at, c->offset, vs->filled);
-    else if (c->data.len == 0 || c->data.len % 4 != 0 || c->data.len > vs->max_chunk)
-        st = fedc_err_set(err, FEDC_ERR_FORMAT,
-                          "%s byte %" PRIu64 ": chunk of %zu data bytes (must be a multiple of 4 "
-                          "in 4..%u)",
-                          name, at, c->data.len, vs->max_chunk);
-    else if (c->data.len > vs->dest_bytes - vs->filled)
-        st = fedc_err_set(err, FEDC_ERR_SHAPE,
-                          "%s byte %" PRIu64 ": chunk at offset %" PRIu64 " runs past the end of "
-                          "the %" PRIu64 "-float vector",
-                          name, at, c->offset, vs->dest_bytes / 4);
-    if (st == FEDC_OK) {
-        memcpy(vs->dest + vs->filled, c->data.data, c->data.len);
-        vs->filled += c->data.len;
-    }
-    fedci_unpacked_free(m);
-    return st;
+    uint64_t offset = 0;
+    const uint8_t *data = NULL;
+    size_t dlen = 0;
+    if (fedci_chunk_parse(msg, len, &offset, &data, &dlen) != 0)
+        return fedc_err_set(err, FEDC_ERR_FORMAT,
+                            "%s byte %" PRIu64 ": %zu bytes are not a valid Chunk message", name,
+                            at, len);
+    if (offset != vs->filled)
+        return fedc_err_set(err, FEDC_ERR_FORMAT,
+                            "%s byte %" PRIu64 ": chunk offset %" PRIu64 ", expected %" PRIu64,
+                            name, at, offset, vs->filled);
+    if (dlen == 0 || dlen % 4 != 0 || dlen > vs->max_chunk)
+        return fedc_err_set(err, FEDC_ERR_FORMAT,
+                            "%s byte %" PRIu64 ": chunk of %zu data bytes (must be a multiple of 4 "
+                            "in 4..%u)",
+                            name, at, dlen, vs->max_chunk);
+    if (dlen > vs->dest_bytes - vs->filled)
+        return fedc_err_set(err, FEDC_ERR_SHAPE,
+                            "%s byte %" PRIu64 ": chunk at offset %" PRIu64 " runs past the end of "
+                            "the %" PRIu64 "-float vector",
+                            name, at, offset, vs->dest_bytes / 4);
+    memcpy(vs->dest + vs->filled, data, dlen);
+    vs->filled += dlen;
+    return FEDC_OK;
 }
 
 fedc_status fedci_vstream_feed(fedci_vstream *vs, const uint8_t *data, size_t n, fedc_err *err)

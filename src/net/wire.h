@@ -114,6 +114,13 @@ fedc_status fedci_vstream_feed(fedci_vstream *vs, const uint8_t *data, size_t n,
 /* At the end of the body: the header came, the vector is complete, no partial frame. */
 fedc_status fedci_vstream_finish(fedci_vstream *vs, fedc_err *err);
 
+/* Decodes a Chunk message in place, without copying its data (the one message that carries
+ * bulk bytes): *data points into msg. Accepts what protobuf decoders accept (fields in any
+ * order, the last of a repeated field wins, unknown fields skipped), nothing protobuf-c
+ * refuses, with the same values (net_message_fuzz checks both). 0, or -1 when malformed. */
+int fedci_chunk_parse(const uint8_t *msg, size_t len, uint64_t *offset, const uint8_t **data,
+                      size_t *dlen);
+
 /* Appends header + the Chunks of x[0..n-1] (chunk_bytes per chunk, a multiple of 4). */
 fedc_status fedci_vstream_encode(const ProtobufCMessage *header, const float *x, size_t n,
                                  uint32_t chunk_bytes, fedci_buf *b, fedc_err *err);

@@ -3,8 +3,8 @@
  * protobuf-c on fedc's allocator (src/net/wire.c), as the server (CheckinRequest, ResultHeader,
  * Chunk) and the client (CheckinResponse, RunInfo, ModelHeader, Error, ResultAck) read them.
  * The first byte picks the message type. Properties: no crash or leak; what decodes
- * re-encodes; the zero-copy Chunk decoder
- * (fedci_chunk_parse) accepts exactly what protobuf-c accepts, with the same values.
+ * re-encodes; the zero-copy Chunk decoder (fedci_chunk_parse) accepts nothing protobuf-c
+ * refuses, and decodes the same values.
  */
 #include <stdint.h>
 #include <stdlib.h>
