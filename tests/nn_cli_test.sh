@@ -12,7 +12,7 @@ check "shakespeare-lstm has 817,872 params" [ "$(params shakespeare-lstm)" = 817
 check "logreg on 784 inputs has 7,850 params" [ "$(params logreg --input 784)" = 7850 ]
 expect_out "199,210" "$FEDC" model mlp
 expect_out "maxpool\(2\) +32x14x14" "$FEDC" model cnn
-expect_out '"tensors":\[\{"name":"0.weight","shape":\[200,784\],"offset":0\}' "$FEDC" model mlp --json
+expect_out '"tensors":\[\{"name":"1.weight","shape":\[200,784\],"offset":0\}' "$FEDC" model mlp --json
 expect_out '"spec":"dense\(3\) relu dense\(2\)"' "$FEDC" model 'dense(3)' relu 'dense(2)' --input 4 --json
 
 expect_exit 1 "$FEDC" model 'dense(10) frob'

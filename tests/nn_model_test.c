@@ -80,11 +80,14 @@ static void test_layout_names(void **state)
     assert_non_null(t);
     assert_int_equal(t->shape[0], 64);
     assert_int_equal(t->shape[1], 32);
-    t = fedc_layout_find(L, "6.weight");
+    /* PyTorch's equivalent nn.Sequential has an nn.Flatten() at 6 (fedc's dense flattens
+     * implicitly), so the dense layers are modules 7 and 9 there: load_state_dict needs it. */
+    assert_null(fedc_layout_find(L, "6.weight"));
+    t = fedc_layout_find(L, "7.weight");
     assert_non_null(t);
     assert_int_equal(t->shape[0], 512);
     assert_int_equal(t->shape[1], 3136);
-    assert_non_null(fedc_layout_find(L, "8.bias"));
+    assert_non_null(fedc_layout_find(L, "9.bias"));
     assert_int_equal(L->total, fedc_model_param_count(m));
     assert_string_equal(fedc_model_spec(m), "conv(32,5,same) relu maxpool(2) conv(64,5,same) relu "
                                             "maxpool(2) dense(512) relu dense(10)");
@@ -110,6 +113,22 @@ static void test_layout_names(void **state)
     assert_non_null(t);
     assert_int_equal(t->shape[1], 256);
     assert_non_null(fedc_layout_find(L, "0.weight"));
+    /* dense over the LSTM's last step (1-D): no flatten needed, so it is module 3 */
+    assert_non_null(fedc_layout_find(L, "3.weight"));
+    fedc_model_destroy(m);
+
+    /* the 2NN on images: Flatten, Linear, ReLU, Linear, ReLU, Linear */
+    m = make("mlp", IMG, 3, 10);
+    L = fedc_model_layout(m);
+    assert_non_null(fedc_layout_find(L, "1.weight"));
+    assert_non_null(fedc_layout_find(L, "3.weight"));
+    assert_non_null(fedc_layout_find(L, "5.bias"));
+    assert_null(fedc_layout_find(L, "0.weight"));
+    fedc_model_destroy(m);
+    /* an explicit flatten is a module of its own, and adds no second one */
+    m = make("conv(4,3,same) flatten dense(10)", IMG, 3, 10);
+    L = fedc_model_layout(m);
+    assert_non_null(fedc_layout_find(L, "2.weight"));
     fedc_model_destroy(m);
 }
 
@@ -245,7 +264,7 @@ static void test_init(void **state)
     double lim = sqrt(6.0 / 9.0), maxabs = 0;
     for (size_t i = 0; i < w0->numel; i++) maxabs = fmax(maxabs, fabs(a[w0->offset + i]));
     assert_true(maxabs <= lim && maxabs > 0.5 * lim);
-    const fedc_tensor_info *w2 = fedc_layout_find(L, "2.weight");
+    const fedc_tensor_info *w2 = fedc_layout_find(L, "3.weight"); /* after nn.Flatten at 2 */
     lim = sqrt(6.0 / (3136.0 + 6.0));
     maxabs = 0;
     double mean = 0;
@@ -256,7 +275,7 @@ static void test_init(void **state)
     mean /= (double)w2->numel;
     assert_true(maxabs <= lim && maxabs > 0.95 * lim);
     assert_true(fabs(mean) < 0.05 * lim);
-    const fedc_tensor_info *b2 = fedc_layout_find(L, "2.bias");
+    const fedc_tensor_info *b2 = fedc_layout_find(L, "3.bias");
     for (size_t i = 0; i < b2->numel; i++) assert_true(a[b2->offset + i] == 0.0f);
     /* Tensors draw from their own streams: a longer model keeps the earlier tensors. */
     fedc_model *m2 = make("conv(4,3,same) relu dense(6) tanh dense(3) tanh dense(3)", IMG, 3, 3);

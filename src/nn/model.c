@@ -575,15 +575,21 @@ fedc_status fedc_model_create(const char *spec, const int64_t *input_shape, int 
     }
     m->first_param_layer = m->nlayers;
     m->ghost = 1;
-    for (size_t i = 0; st == FEDC_OK && i < m->nlayers; i++) {
+    /* Tensors are named like the equivalent PyTorch nn.Sequential ("3.weight"): its module
+     * index counts every layer, plus the nn.Flatten() PyTorch needs where a dense layer takes
+     * a multi-dimensional input (fedc's dense flattens implicitly). */
+    size_t torch_index = 0;
+    for (size_t i = 0; st == FEDC_OK && i < m->nlayers; i++, torch_index++) {
         fedci_layer *L = &m->layers[i];
+        if (L->kind == FEDCI_DENSE && L->in_ndim > 1 && L->in_n != (size_t)L->in[L->in_ndim - 1])
+            torch_index++; /* the implicit nn.Flatten() */
         if (L->nt > 0) {
             if (m->first_param_layer == m->nlayers) m->first_param_layer = i;
             if (!fedci_layer_ops_get(L->kind)->ghost) m->ghost = 0;
         }
         for (int k = 0; k < L->nt && st == FEDC_OK; k++) {
             char name[FEDC_TENSOR_NAME_MAX];
-            snprintf(name, sizeof name, "%zu.%s", i, L->tname[k]);
+            snprintf(name, sizeof name, "%zu.%s", torch_index, L->tname[k]);
             st = fedc_layout_add(m->layout, name, L->tndim[k], L->tshape[k], err);
             if (st == FEDC_OK) L->toff[k] = m->layout->tensors[m->layout->count - 1].offset;
         }
