@@ -1,6 +1,7 @@
 # fedc: the targets a newcomer uses. The build itself is CMake (CMakeLists.txt).
 #   make demo     install what is missing, build, run the demo federation on Fashion-MNIST
 #   make check    install what is missing, build, run the test suite (normal + ASan/UBSan)
+#   make check-variants  the client-only, no-BLAS build and its tests
 #   make bench    build and run the benchmarks
 #   make install  install library, headers, pkg-config and CMake files (PREFIX=/usr/local)
 PREFIX ?= /usr/local
@@ -9,7 +10,7 @@ BUILD ?= build
 ASAN_BUILD ?= build-asan
 CMAKE_FLAGS ?=
 
-.PHONY: all deps build demo check check-fast check-asan bench install clean
+.PHONY: all deps build demo check check-fast check-asan check-variants bench install clean
 
 all: build
 
@@ -39,6 +40,12 @@ check-asan: deps
 	  UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 	  ctest -j$(JOBS) --output-on-failure --timeout 900
 
+# The small-device build: client only (no HTTP server, no SQLite), plain-C kernels, no MPI.
+check-variants: deps
+	cmake -S . -B build-client -DFEDC_CLIENT_ONLY=ON -DFEDC_WITH_BLAS=OFF -DFEDC_WITH_MPI=OFF -DFEDC_WERROR=ON $(CMAKE_FLAGS) >/dev/null
+	cmake --build build-client -j$(JOBS)
+	cd build-client && ctest -j$(JOBS) --output-on-failure --timeout 600
+
 bench: build
 	$(BUILD)/fedc bench
 
@@ -46,4 +53,4 @@ install: build
 	cmake --install $(BUILD) --prefix $(PREFIX)
 
 clean:
-	rm -rf $(BUILD) $(ASAN_BUILD)
+	rm -rf $(BUILD) $(ASAN_BUILD) build-client
