@@ -1,6 +1,7 @@
 # fedc: the targets a newcomer uses. The build itself is CMake (CMakeLists.txt).
 #   make demo     install what is missing, build, run the demo federation on Fashion-MNIST
-#   make check    install what is missing, build, run the test suite (normal + ASan/UBSan)
+#   make check    install what is missing, build, run the test suite (normal + ASan/UBSan,
+#                 then the client-only no-BLAS build)
 #   make check-variants  the client-only, no-BLAS build and its tests
 #   make bench    build and run the benchmarks
 #   make install  install library, headers, pkg-config and CMake files (PREFIX=/usr/local)
@@ -29,6 +30,7 @@ demo: build
 check: build
 	cd $(BUILD) && ctest -j$(JOBS) --output-on-failure --timeout 600
 	$(MAKE) --no-print-directory check-asan
+	$(MAKE) --no-print-directory check-variants
 
 check-fast: build
 	cd $(BUILD) && ctest -j$(JOBS) --output-on-failure --timeout 600
