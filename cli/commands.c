@@ -21,7 +21,9 @@ const cli_command cli_commands[] = {
      "  -t, --threads N  worker threads (default: run.threads, or one per core)\n"
      "  --json           one JSON object per round on stdout, then a final line with\n"
      "                   \"final\": true and model_sha256; human text goes to stderr\n"
-     "  -q, --quiet      no progress display or summary\n"},
+     "  -q, --quiet      no progress display or summary\n"
+     "  --mpi            run over MPI ranks (implied under mpirun): `mpirun -np R fedc sim\n"
+     "                   CONFIG` gives the same model as one process (docs/SCALING.md)\n"},
     {"version", cmd_version, "print the version and build features",
      "usage: fedc version [--json]\n"
      "\n"

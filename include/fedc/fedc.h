@@ -20,6 +20,8 @@
 #include "fedc/trainer_nn.h"
 #include "fedc/engine.h"
 #include "fedc/sim.h"
+#include "fedc/mpi.h"
+#include "fedc/run.h"
 #include "fedc/privacy.h"
 #include "fedc/safetensors.h"
 #include "fedc/secagg.h"

@@ -1046,6 +1046,16 @@ fedc_status fedc_mpi_run(fedc_engine *engine, const fedc_trainer *trainer, const
                             "its sums and privacy accounts live in one process "
                             "(docs/SCALING.md); run `fedc sim` without mpirun",
                             strcmp(dp, "sgd") == 0 ? "off, dp.sgd = true" : dp);
+    /* The rank worker pool does not run the simulation's SecAgg and compression steps yet. */
+    if (fedc_config_bool(cfg, "secagg.enabled"))
+        return fedc_err_set(err, FEDC_ERR_UNSUPPORTED,
+                            "secure aggregation (secagg.enabled) does not run under MPI yet; "
+                            "run `fedc sim` without mpirun");
+    if (strcmp(fedc_config_str(cfg, "compress.upload"), "none") != 0 ||
+        strcmp(fedc_config_str(cfg, "compress.download"), "none") != 0)
+        return fedc_err_set(err, FEDC_ERR_UNSUPPORTED,
+                            "update compression (compress.upload/download) does not run under "
+                            "MPI yet; run `fedc sim` without mpirun");
     size_t n = fedc_engine_num_params(engine);
     if (n > INT_MAX)
         return fedc_err_set(err, FEDC_ERR_RANGE, "MPI: %zu parameters do not fit one MPI count",
