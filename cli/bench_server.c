@@ -55,8 +55,8 @@ int bench_server(int argc, char **argv)
 
 typedef struct dummy {
     fedc_model *model;
-    float *update;           /* a fixed update (small values) */
-    volatile int *release;   /* NULL: fit returns at once; else fit waits until *release */
+    float *update;         /* a fixed update (small values) */
+    volatile int *release; /* NULL: fit returns at once; else fit waits until *release */
     /* barrier: with barrier > 0, a round's fits return together once `barrier` clients have
      * downloaded the model and started, so that the uploads that follow are measured alone */
     int barrier;
@@ -118,7 +118,11 @@ static fedc_status d_eval(const void *shared, void *worker, const fedc_eval_ins 
 }
 
 static const fedc_trainer_ops dummy_ops = {
-    .name = "bench", .layout = d_layout, .init_params = d_init, .fit = d_fit, .evaluate = d_eval,
+    .name = "bench",
+    .layout = d_layout,
+    .init_params = d_init,
+    .fit = d_fit,
+    .evaluate = d_eval,
 };
 
 static int dummy_init(dummy *d, volatile int *release)
@@ -348,7 +352,8 @@ static enum MHD_Result plain_handler(void *cls, struct MHD_Connection *c, const 
         *size = 0;
         return MHD_YES;
     }
-    struct MHD_Response *r = MHD_create_response_from_buffer(2, (void *)"ok", MHD_RESPMEM_PERSISTENT);
+    struct MHD_Response *r =
+        MHD_create_response_from_buffer(2, (void *)"ok", MHD_RESPMEM_PERSISTENT);
     enum MHD_Result rc = MHD_queue_response(c, 200, r);
     MHD_destroy_response(r);
     return rc;
@@ -394,10 +399,10 @@ static void *plain_thread(void *p)
 static double plain_transfer(int K, int reps, size_t len, int threads)
 {
     plain_srv ps = {0, PTHREAD_MUTEX_INITIALIZER};
-    struct MHD_Daemon *d = MHD_start_daemon(
-        MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL, 0, NULL, NULL, plain_handler, &ps,
-        MHD_OPTION_THREAD_POOL_SIZE, (unsigned)threads, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
-        (size_t)(256 * 1024), MHD_OPTION_END);
+    struct MHD_Daemon *d =
+        MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL, 0, NULL, NULL,
+                         plain_handler, &ps, MHD_OPTION_THREAD_POOL_SIZE, (unsigned)threads,
+                         MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)(256 * 1024), MHD_OPTION_END);
     if (!d) return -1;
     const union MHD_DaemonInfo *di = MHD_get_daemon_info(d, MHD_DAEMON_INFO_BIND_PORT);
     char url[64];
@@ -466,9 +471,12 @@ static long waiting_checkins(int port)
 int bench_server(int argc, char **argv)
 {
     static const struct option opts[] = {
-        {"json", no_argument, NULL, 'j'},          {"clients", required_argument, NULL, 'k'},
-        {"rounds", required_argument, NULL, 'r'},  {"idle", required_argument, NULL, 'i'},
-        {"uploads", required_argument, NULL, 'u'}, {"child-server", required_argument, NULL, 'C'},
+        {"json", no_argument, NULL, 'j'},
+        {"clients", required_argument, NULL, 'k'},
+        {"rounds", required_argument, NULL, 'r'},
+        {"idle", required_argument, NULL, 'i'},
+        {"uploads", required_argument, NULL, 'u'},
+        {"child-server", required_argument, NULL, 'C'},
         {NULL, 0, NULL, 0},
     };
     int json = 0, K = 16, R = 5, N = 1000, M = 8, c;
@@ -487,7 +495,7 @@ int bench_server(int argc, char **argv)
     }
     if (K < 1 || K > 256 || R < 1 || R > 60 || N < 0 || N > 20000 || M < 1 || M > 256)
         return cli_usage_error("bench", "server: --clients 1..256, --rounds 1..60, --idle "
-                               "0..20000, --uploads 1..256");
+                                        "0..20000, --uploads 1..256");
     raise_fd_limit();
     signal(SIGPIPE, SIG_IGN);
     curl_global_init(CURL_GLOBAL_DEFAULT);
@@ -519,7 +527,8 @@ int bench_server(int argc, char **argv)
              "[round]\ndeadline = 600\n[server]\nmax_uploads = %d\nlinger = 1\n"
              "keep_checkpoints = 2\n",
              R, K, K, K, M);
-    if (write_files(dir1, ini, keys, K) != 0) return cli_fail("bench", "server: cannot write %s", dir1);
+    if (write_files(dir1, ini, keys, K) != 0)
+        return cli_fail("bench", "server: cannot write %s", dir1);
     int port = 0;
     pid_t child = spawn_child(dir1, &port);
     if (child < 0) return cli_fail("bench", "server: the server did not start");
@@ -576,7 +585,8 @@ int bench_server(int argc, char **argv)
                  "per_round = 1\nmin = 1\n[model]\nspec = cnn\n[eval]\nevery = 0\n"
                  "[round]\ndeadline = 3600\n[server]\nmax_connections = %d\nlong_poll = 120\n",
                  N + 1, N + 100);
-        if (write_files(dir2, ini, keys, N + 1) != 0) return cli_fail("bench", "server: cannot write %s", dir2);
+        if (write_files(dir2, ini, keys, N + 1) != 0)
+            return cli_fail("bench", "server: cannot write %s", dir2);
         snprintf(path, sizeof path, "%s/serve_on", dir2);
         f = fopen(path, "w");
         if (f) fclose(f);
@@ -619,7 +629,8 @@ int bench_server(int argc, char **argv)
         json_object_set_new(o, "results_accepted", json_integer(accepted));
         json_object_set_new(o, "upload_mb_per_s", json_real(upload_mbs));
         json_object_set_new(o, "plain_mb_per_s", json_real(plain_mbs));
-        json_object_set_new(o, "upload_vs_plain", json_real(plain_mbs > 0 ? upload_mbs / plain_mbs : 0));
+        json_object_set_new(o, "upload_vs_plain",
+                            json_real(plain_mbs > 0 ? upload_mbs / plain_mbs : 0));
         json_object_set_new(o, "round_seconds", json_real(round_s));
         json_object_set_new(o, "server_peak_mb", json_real(hwm1 / 1e3));
         json_object_set_new(o, "idle_clients", json_integer(N));
@@ -631,21 +642,23 @@ int bench_server(int argc, char **argv)
         json_object_set_new(o, "ok", json_boolean(ok));
         cli_json_print(o);
     }
-    fprintf(human,
-            "fedc bench server (loopback, plain HTTP, cnn update %.2f MB)\n"
-            "  uploads     %d clients x %d rounds, %d result buffers: %d results accepted\n"
-            "              %.0f MB/s through the protocol vs %.0f MB/s plain HTTP POST (%.0f%%)\n"
-            "  rounds      %.3f s per round with clients that do not train (check-in, download and\n"
-            "              verify, upload, validate, aggregate, checkpoint, commit, publish)\n"
-            "  memory      server peak %.0f MB in the upload test (%.1f models)\n",
-            model_mb, K, R, M, accepted, upload_mbs, plain_mbs,
-            plain_mbs > 0 ? 100 * upload_mbs / plain_mbs : 0, round_s, hwm1 / 1e3,
-            hwm1 * 1e3 / ((double)P * 4));
+    fprintf(
+        human,
+        "fedc bench server (loopback, plain HTTP, cnn update %.2f MB)\n"
+        "  uploads     %d clients x %d rounds, %d result buffers: %d results accepted\n"
+        "              %.0f MB/s through the protocol vs %.0f MB/s plain HTTP POST (%.0f%%)\n"
+        "  rounds      %.3f s per round with clients that do not train (check-in, download and\n"
+        "              verify, upload, validate, aggregate, checkpoint, commit, publish)\n"
+        "  memory      server peak %.0f MB in the upload test (%.1f models)\n",
+        model_mb, K, R, M, accepted, upload_mbs, plain_mbs,
+        plain_mbs > 0 ? 100 * upload_mbs / plain_mbs : 0, round_s, hwm1 / 1e3,
+        hwm1 * 1e3 / ((double)P * 4));
     if (N > 0)
-        fprintf(human,
-                "              %ld KB with no client, %ld KB with %d clients long-polling (%ld held):"
-                " %.1f KB per client\n",
-                rss_idle0, rss_idleN, N, held, (double)(rss_idleN - rss_idle0) / N);
+        fprintf(
+            human,
+            "              %ld KB with no client, %ld KB with %d clients long-polling (%ld held):"
+            " %.1f KB per client\n",
+            rss_idle0, rss_idleN, N, held, (double)(rss_idleN - rss_idle0) / N);
     rc = ok ? CLI_EXIT_OK : CLI_EXIT_FAIL;
     if (!ok) fprintf(stderr, "fedc bench: server: some clients failed\n");
     for (int i = 0; i < nkeys; i++) fedc_key_destroy(keys[i]);

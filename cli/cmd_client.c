@@ -33,8 +33,8 @@ typedef struct client_ctx {
 static void on_event(void *user, const fedc_client_event *ev)
 {
     client_ctx *c = user;
-    static const char *const names[] = {"connected", "task", "trained", "accepted",
-                                        "refused", "retry", "done"};
+    static const char *const names[] = {"connected", "task",  "trained", "accepted",
+                                        "refused",   "retry", "done"};
     if (c->json) {
         json_t *o = json_object();
         json_object_set_new(o, "event", json_string(names[ev->kind]));
@@ -44,7 +44,8 @@ static void on_event(void *user, const fedc_client_event *ev)
             json_object_set_new(o, "seconds", json_real(ev->seconds));
             json_object_set_new(o, "loss", json_real(ev->loss));
         }
-        if (ev->kind == FEDC_CLIENT_RETRY) json_object_set_new(o, "in_seconds", json_real(ev->seconds));
+        if (ev->kind == FEDC_CLIENT_RETRY)
+            json_object_set_new(o, "in_seconds", json_real(ev->seconds));
         if (ev->http_status) json_object_set_new(o, "http_status", json_integer(ev->http_status));
         if (ev->message) json_object_set_new(o, "message", json_string(ev->message));
         if (ev->model_sha256) json_object_set_new(o, "model_sha256", json_string(ev->model_sha256));
@@ -53,13 +54,16 @@ static void on_event(void *user, const fedc_client_event *ev)
     if (c->quiet) return;
     switch (ev->kind) {
     case FEDC_CLIENT_TRAINED:
-        fprintf(c->human, "round %4u  trained in %.2fs, loss %.4f\n", ev->round, ev->seconds, ev->loss);
+        fprintf(c->human, "round %4u  trained in %.2fs, loss %.4f\n", ev->round, ev->seconds,
+                ev->loss);
         break;
     case FEDC_CLIENT_REFUSED:
-        fprintf(c->human, "round %4u  result refused: %s\n", ev->round, ev->message ? ev->message : "");
+        fprintf(c->human, "round %4u  result refused: %s\n", ev->round,
+                ev->message ? ev->message : "");
         break;
     case FEDC_CLIENT_RETRY:
-        fprintf(c->human, "  %s; retrying in %.1fs\n", ev->message ? ev->message : "failed", ev->seconds);
+        fprintf(c->human, "  %s; retrying in %.1fs\n", ev->message ? ev->message : "failed",
+                ev->seconds);
         break;
     case FEDC_CLIENT_CONNECTED: fprintf(c->human, "  the server answers again\n"); break;
     default: break;
@@ -77,11 +81,16 @@ static void set_logging(const fedc_config *cfg)
 int cmd_client(int argc, char **argv)
 {
     static const struct option opts[] = {
-        {"server", required_argument, NULL, 'u'}, {"key", required_argument, NULL, 'k'},
-        {"ca", required_argument, NULL, 'C'},     {"insecure", no_argument, NULL, 'I'},
-        {"config", required_argument, NULL, 'c'}, {"data", required_argument, NULL, 'd'},
-        {"set", required_argument, NULL, 's'},    {"json", no_argument, NULL, 'j'},
-        {"quiet", no_argument, NULL, 'q'},        {"tasks", required_argument, NULL, 't'},
+        {"server", required_argument, NULL, 'u'},
+        {"key", required_argument, NULL, 'k'},
+        {"ca", required_argument, NULL, 'C'},
+        {"insecure", no_argument, NULL, 'I'},
+        {"config", required_argument, NULL, 'c'},
+        {"data", required_argument, NULL, 'd'},
+        {"set", required_argument, NULL, 's'},
+        {"json", no_argument, NULL, 'j'},
+        {"quiet", no_argument, NULL, 'q'},
+        {"tasks", required_argument, NULL, 't'},
         {NULL, 0, NULL, 0},
     };
     char **sets = calloc((size_t)argc + 1, sizeof *sets);
@@ -155,8 +164,9 @@ int cmd_client(int argc, char **argv)
         cli_fail("client", "%s", fedc_err_message(&err));
         goto done;
     }
-    if (insecure) fprintf(stderr, "fedc client: warning: --insecure: the server's certificate is "
-                                  "not verified (loopback tests only)\n");
+    if (insecure)
+        fprintf(stderr, "fedc client: warning: --insecure: the server's certificate is "
+                        "not verified (loopback tests only)\n");
     fedc_client_opts co = {url, key, ca, insecure, cfg, on_event, &ctx, (uint32_t)max_tasks};
     if (fedc_client_create(&co, &client, &err) != FEDC_OK) {
         cli_fail("client", "%s", fedc_err_message(&err));
@@ -190,8 +200,10 @@ int cmd_client(int argc, char **argv)
     popts.shards_per_client = (uint32_t)fedc_config_int(cfg, "data.shards_per_client");
     popts.sigma = fedc_config_double(cfg, "data.sigma");
     if (info.client_id >= popts.num_clients) {
-        cli_fail("client", "this key is client %u, but the run has clients.count = %u: its data "
-                 "shard does not exist", info.client_id, popts.num_clients);
+        cli_fail("client",
+                 "this key is client %u, but the run has clients.count = %u: its data "
+                 "shard does not exist",
+                 info.client_id, popts.num_clients);
         goto done;
     }
     if (fedc_partition_create(train, &popts, &part, &err) != FEDC_OK) {
@@ -203,12 +215,13 @@ int cmd_client(int argc, char **argv)
         goto done;
     }
     if (!ctx.quiet) {
-        fprintf(ctx.human, "fedc client: run %s at %s\n  client    %u (%zu training samples)\n"
-                           "  model     %s: %zu parameters; %u rounds, %s\n",
+        fprintf(ctx.human,
+                "fedc client: run %s at %s\n  client    %u (%zu training samples)\n"
+                "  model     %s: %zu parameters; %u rounds, %s\n",
                 info.run_id, url, info.client_id,
                 fedc_partition_size(part, info.client_id, FEDC_SPLIT_TRAIN),
-                fedc_config_str(cfg, "model.spec"), fedc_model_param_count(fedc_trainer_nn_model(trainer)),
-                info.rounds, info.strategy);
+                fedc_config_str(cfg, "model.spec"),
+                fedc_model_param_count(fedc_trainer_nn_model(trainer)), info.rounds, info.strategy);
         fflush(ctx.human);
     }
     if (ctx.json) {
@@ -234,8 +247,9 @@ int cmd_client(int argc, char **argv)
         cli_json_print(o);
     }
     if (!ctx.quiet && sum.rounds)
-        fprintf(ctx.human, "run over after %u rounds: %u task(s) trained, %u accepted\n"
-                           "model_sha256: %s\n",
+        fprintf(ctx.human,
+                "run over after %u rounds: %u task(s) trained, %u accepted\n"
+                "model_sha256: %s\n",
                 sum.rounds, sum.tasks, sum.accepted, sum.model_sha256);
     else if (!ctx.quiet)
         fprintf(ctx.human, "%u task(s) trained, %u accepted (--tasks %lu)\n", sum.tasks,

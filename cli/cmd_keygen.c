@@ -55,8 +55,9 @@ int cmd_keygen(int argc, char **argv)
     } else {
         printf("%s\n", pk);
         if (out)
-            fprintf(stderr, "secret key written to %s (mode 0600); public key above: add it with\n"
-                            "  fedc server allow %s --state DIR\n",
+            fprintf(stderr,
+                    "secret key written to %s (mode 0600); public key above: add it with\n"
+                    "  fedc server allow %s --state DIR\n",
                     out, pk);
     }
     return CLI_EXIT_OK;

@@ -190,7 +190,7 @@ static int admin(const char *action, int argc, char **argv)
     } else {
         fedc_store_run run;
         s = fedc_store_run_get(st, &run, &err);
-        if (s == FEDC_OK)         s = fedc_store_rounds(st, round_row, &ctx, &err);
+        if (s == FEDC_OK) s = fedc_store_rounds(st, round_row, &ctx, &err);
     }
     fedc_store_close(st);
     if (s != FEDC_OK) return cli_fail("server", "%s", fedc_err_message(&err));
@@ -206,15 +206,20 @@ static void set_logging(const fedc_config *cfg)
 
 int cmd_server(int argc, char **argv)
 {
-    if (argc >= 2 && (!strcmp(argv[1], "allow") || !strcmp(argv[1], "clients") ||
-                      !strcmp(argv[1], "rounds")))
+    if (argc >= 2 &&
+        (!strcmp(argv[1], "allow") || !strcmp(argv[1], "clients") || !strcmp(argv[1], "rounds")))
         return admin(argv[1], argc - 1, argv + 1);
     static const struct option opts[] = {
-        {"listen", required_argument, NULL, 'l'},   {"state", required_argument, NULL, 'S'},
-        {"tls-cert", required_argument, NULL, 'c'}, {"tls-key", required_argument, NULL, 'k'},
-        {"allow-file", required_argument, NULL, 'a'}, {"set", required_argument, NULL, 's'},
-        {"serve-on", no_argument, NULL, 'o'},       {"json", no_argument, NULL, 'j'},
-        {"quiet", no_argument, NULL, 'q'},          {NULL, 0, NULL, 0},
+        {"listen", required_argument, NULL, 'l'},
+        {"state", required_argument, NULL, 'S'},
+        {"tls-cert", required_argument, NULL, 'c'},
+        {"tls-key", required_argument, NULL, 'k'},
+        {"allow-file", required_argument, NULL, 'a'},
+        {"set", required_argument, NULL, 's'},
+        {"serve-on", no_argument, NULL, 'o'},
+        {"json", no_argument, NULL, 'j'},
+        {"quiet", no_argument, NULL, 'q'},
+        {NULL, 0, NULL, 0},
     };
     char **sets = calloc((size_t)argc, sizeof *sets);
     int nsets = 0, c;
@@ -241,8 +246,8 @@ int cmd_server(int argc, char **argv)
     }
     if (optind != argc - 1) {
         free(sets);
-        return cli_usage_error("server", optind >= argc ? "missing CONFIG file"
-                                                        : "one CONFIG file expected");
+        return cli_usage_error("server",
+                               optind >= argc ? "missing CONFIG file" : "one CONFIG file expected");
     }
     if (!so.listen || !so.state_dir) {
         free(sets);

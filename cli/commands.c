@@ -66,6 +66,11 @@ const cli_command cli_commands[] = {
      "  secagg [--clients N --params P --dropout F --neighbors K --threshold T] [--json]\n"
      "      SecAgg+ server and client time and the communication expansion against the\n"
      "      plain update, for a clients x parameters grid (or one case).\n"
+     "  server [--clients K] [--rounds R] [--uploads M] [--idle N] [--json]\n"
+     "      The federation protocol on loopback (a `fedc server` child, K real clients): upload\n"
+     "      MB/s of the cnn model's update against a plain HTTP POST of the same bytes, the\n"
+     "      round time with clients that do not train, and the server's memory: peak, and\n"
+     "      per client with N clients long-polling (defaults 16, 5, 8, 1000).\n"
      "  Like every subcommand, bench uses the right OpenBLAS kernels on CPUs OpenBLAS does\n"
      "  not know (see `fedc help version`); FEDC_NO_RETUNE=1 measures the kernels as loaded.\n"},
     {"dp-budget", cmd_dp_budget, "epsilon spent by DP training, or the noise for a target epsilon",

@@ -42,7 +42,8 @@ static const struct {
 static void put(const char *dir, const char *name, const void *data, size_t n)
 {
     char path[8192];
-    if (snprintf(path, sizeof path, "%s/%s", dir, name) >= (int)sizeof path) fail_msg("path too long");
+    if (snprintf(path, sizeof path, "%s/%s", dir, name) >= (int)sizeof path)
+        fail_msg("path too long");
     tu_write_file(path, data, n);
 }
 
@@ -90,7 +91,11 @@ static void write_message(const char *dir)
     e1.key = "train.lr";
     e1.value = "0.05";
     Fedc__V1__TaskConfig__SettingsEntry *ep[] = {&e1};
+    Fedc__V1__DpTask dp = FEDC__V1__DP_TASK__INIT;
+    dp.clip = 1.5;
+    dp.noise_stddev = 0.25;
     Fedc__V1__TaskConfig tc = FEDC__V1__TASK_CONFIG__INIT;
+    tc.dp = &dp;
     tc.seed = 42;
     tc.lr = 0.1;
     tc.n_settings = 1;
@@ -149,12 +154,15 @@ static void write_message(const char *dir)
     rh.train_loss = 0.5;
     rh.n_metrics = 1;
     rh.metrics = mp;
+    Fedc__V1__DpReport drep = FEDC__V1__DP_REPORT__INIT;
+    drep.unclipped = 1;
+    rh.dp = &drep;
     Fedc__V1__ResultAck ack = FEDC__V1__RESULT_ACK__INIT;
     ack.accepted = 1;
     Fedc__V1__Error er = FEDC__V1__ERROR__INIT;
     er.message = "busy";
     er.retry_after_ms = 1000;
-    const ProtobufCMessage *msgs[] = {&cr.base, &resp.base, &ri.base, &mh.base,
+    const ProtobufCMessage *msgs[] = {&cr.base, &resp.base, &ri.base,  &mh.base,
                                       &ch.base, &rh.base,   &ack.base, &er.base};
     for (size_t i = 0; i < sizeof msgs / sizeof msgs[0]; i++) {
         b.len = 0;
@@ -201,10 +209,8 @@ static void write_stream(const char *dir)
         uint8_t kind, piece;
         const ProtobufCMessage *h;
     } seeds[] = {
-        {"model_whole", 0, 255, &mh.base},
-        {"model_bytes", 0, 0, &mh.base},
-        {"model_7", 0, 6, &mh.base},
-        {"result_whole", 1, 255, &rh.base},
+        {"model_whole", 0, 255, &mh.base}, {"model_bytes", 0, 0, &mh.base},
+        {"model_7", 0, 6, &mh.base},       {"result_whole", 1, 255, &rh.base},
         {"result_13", 1, 12, &rh.base},
     };
     for (size_t i = 0; i < sizeof seeds / sizeof seeds[0]; i++) {
@@ -291,7 +297,8 @@ static void test_corpus(void **state)
         for (size_t i = 0; i < n; i++) {
             targets[t].fn(seeds[i].data, seeds[i].n);
             /* every truncation, then random edits */
-            for (size_t cut = 0; cut < seeds[i].n && cut < 512; cut++) targets[t].fn(seeds[i].data, cut);
+            for (size_t cut = 0; cut < seeds[i].n && cut < 512; cut++)
+                targets[t].fn(seeds[i].data, cut);
             mutate_and_run(targets[t].fn, &seeds[i], t * 100 + i, 3000);
             free(seeds[i].data);
         }
@@ -310,8 +317,10 @@ static void test_seeds_are_valid(void **state)
     for (size_t i = 0; i < n; i++) {
         ProtobufCMessage *m = NULL;
         const ProtobufCMessageDescriptor *d =
-            fuzz_message_types[seeds[i].data[0] % (sizeof fuzz_message_types / sizeof fuzz_message_types[0])];
-        assert_int_equal(fedci_unpack(d, seeds[i].data + 1, seeds[i].n - 1, "seed", &m, NULL), FEDC_OK);
+            fuzz_message_types[seeds[i].data[0] %
+                               (sizeof fuzz_message_types / sizeof fuzz_message_types[0])];
+        assert_int_equal(fedci_unpack(d, seeds[i].data + 1, seeds[i].n - 1, "seed", &m, NULL),
+                         FEDC_OK);
         fedci_unpacked_free(m);
         free(seeds[i].data);
     }

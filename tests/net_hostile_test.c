@@ -211,11 +211,12 @@ static int group_setup(void **state)
     snprintf(path, sizeof path, "%s/allow.txt", dir);
     write_text(path, allow);
     snprintf(cfg_path, sizeof cfg_path, "%s/run.ini", dir);
-    write_text(cfg_path, "[run]\nseed = 9\nrounds = 2\n[clients]\ncount = 2\nper_round = 2\nmin = 2\n"
-                         "[data]\ndataset = synthetic-iid\n[model]\nspec = logreg\n"
-                         "[train]\nepochs = 1\nlr = 0.5\n[eval]\nevery = 1\n"
-                         "[round]\ndeadline = 120\n[server]\nmax_message = 4096\nlinger = 4\n"
-                         "chunk_bytes = 4096\n[client]\nretry_initial = 0.05\nretry_max = 0.2\n");
+    write_text(cfg_path,
+               "[run]\nseed = 9\nrounds = 2\n[clients]\ncount = 2\nper_round = 2\nmin = 2\n"
+               "[data]\ndataset = synthetic-iid\n[model]\nspec = logreg\n"
+               "[train]\nepochs = 1\nlr = 0.5\n[eval]\nevery = 1\n"
+               "[round]\ndeadline = 120\n[server]\nmax_message = 4096\nlinger = 4\n"
+               "chunk_bytes = 4096\n[client]\nretry_initial = 0.05\nretry_max = 0.2\n");
     int fds[2];
     if (pipe(fds) != 0) return -1;
     char state_dir[4096], errf[4096];
@@ -395,8 +396,8 @@ static void test_task_and_model(void **state)
     signed_request(key_a, "POST", "/v1/checkin", body.data, body.len, &r);
     assert_int_equal(r.status, 200);
     ProtobufCMessage *m;
-    assert_int_equal(fedci_unpack(&fedc__v1__checkin_response__descriptor, (uint8_t *)r.body,
-                                  r.len, "answer", &m, NULL),
+    assert_int_equal(fedci_unpack(&fedc__v1__checkin_response__descriptor, (uint8_t *)r.body, r.len,
+                                  "answer", &m, NULL),
                      FEDC_OK);
     Fedc__V1__CheckinResponse *cr = (Fedc__V1__CheckinResponse *)m;
     assert_int_equal(cr->reply_case, FEDC__V1__CHECKIN_RESPONSE__REPLY_TASK);
@@ -519,7 +520,8 @@ static void test_bad_results(void **state)
         hh.stage = FEDC__V1__STAGE__STAGE_FIT;
         hh.num_params = num_params;
         hh.num_examples = 100;
-        assert_int_equal(fedci_vstream_encode(&hh.base, x, num_params - 1, 4096, &shorter, NULL), FEDC_OK);
+        assert_int_equal(fedci_vstream_encode(&hh.base, x, num_params - 1, 4096, &shorter, NULL),
+                         FEDC_OK);
     }
     signed_request(key_a, "POST", path, shorter.data, shorter.len, &r);
     assert_int_equal(r.status, 422);
@@ -668,9 +670,9 @@ static void test_aggregate_untouched(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_status_is_open),   cmocka_unit_test(test_authentication),
-        cmocka_unit_test(test_bad_messages),     cmocka_unit_test(test_task_and_model),
-        cmocka_unit_test(test_bad_results),      cmocka_unit_test(test_aggregate_untouched),
+        cmocka_unit_test(test_status_is_open), cmocka_unit_test(test_authentication),
+        cmocka_unit_test(test_bad_messages),   cmocka_unit_test(test_task_and_model),
+        cmocka_unit_test(test_bad_results),    cmocka_unit_test(test_aggregate_untouched),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }

@@ -128,8 +128,7 @@ static fedc_status on_model_header(void *user, const ProtobufCMessage *m, float 
     return FEDC_OK;
 }
 
-static void encode_model(fedci_buf *b, const float *x, size_t n, uint64_t announced,
-                         uint32_t chunk)
+static void encode_model(fedci_buf *b, const float *x, size_t n, uint64_t announced, uint32_t chunk)
 {
     Fedc__V1__ModelRef ref = FEDC__V1__MODEL_REF__INIT;
     ref.version = 7;
@@ -270,9 +269,9 @@ static void test_messages(void **state)
     fedci_buf b = {0};
     assert_int_equal(fedci_pack(&r.base, &b, NULL), FEDC_OK);
     ProtobufCMessage *m;
-    assert_int_equal(fedci_unpack(&fedc__v1__checkin_response__descriptor, b.data, b.len, "x", &m,
-                                  NULL),
-                     FEDC_OK);
+    assert_int_equal(
+        fedci_unpack(&fedc__v1__checkin_response__descriptor, b.data, b.len, "x", &m, NULL),
+        FEDC_OK);
     Fedc__V1__CheckinResponse *d = (Fedc__V1__CheckinResponse *)m;
     assert_int_equal(d->reply_case, FEDC__V1__CHECKIN_RESPONSE__REPLY_TASK);
     assert_int_equal(d->task->round, 4);
@@ -301,7 +300,7 @@ static void test_settings(void **state)
     assert_true(fedci_setting_is_sent("model", "spec"));
     assert_true(fedci_setting_is_sent("run", "seed"));
     assert_true(fedci_setting_is_sent("clients", "count"));
-    assert_false(fedci_setting_is_sent("data", "dataset"));  /* where data is: the client's */
+    assert_false(fedci_setting_is_sent("data", "dataset")); /* where data is: the client's */
     assert_false(fedci_setting_is_sent("server", "threads"));
     assert_false(fedci_setting_is_sent("run", "rounds"));
     fedc_config *cfg = fedc_config_create();
@@ -338,8 +337,8 @@ static void test_settings(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_varint),          cmocka_unit_test(test_framer_splits),
-        cmocka_unit_test(test_framer_limits),   cmocka_unit_test(test_vstream_roundtrip),
+        cmocka_unit_test(test_varint),           cmocka_unit_test(test_framer_splits),
+        cmocka_unit_test(test_framer_limits),    cmocka_unit_test(test_vstream_roundtrip),
         cmocka_unit_test(test_vstream_refusals), cmocka_unit_test(test_messages),
         cmocka_unit_test(test_settings),
     };

@@ -40,7 +40,8 @@ static void test_allow_list(void **state)
     uint32_t id;
     int added;
     for (int i = 0; i < 3; i++) {
-        assert_int_equal(fedc_store_allow(st, pk[i], i == 1 ? "bob" : NULL, &id, &added, &err), FEDC_OK);
+        assert_int_equal(fedc_store_allow(st, pk[i], i == 1 ? "bob" : NULL, &id, &added, &err),
+                         FEDC_OK);
         assert_int_equal(id, (uint32_t)i);
         assert_int_equal(added, 1);
     }
@@ -194,7 +195,8 @@ static void test_runs_and_rounds(void **state)
         assert_int_equal(got->rec.examples, want.rec.examples);
         assert_true(got->rec.train_loss == want.rec.train_loss);
         assert_int_equal(isnan(got->rec.test_loss), isnan(want.rec.test_loss));
-        if (!isnan(want.rec.test_accuracy)) assert_true(got->rec.test_accuracy == want.rec.test_accuracy);
+        if (!isnan(want.rec.test_accuracy))
+            assert_true(got->rec.test_accuracy == want.rec.test_accuracy);
         assert_int_equal(got->rec.evaluated, want.rec.evaluated);
         assert_int_equal(got->rec.bytes_up, want.rec.bytes_up);
         assert_string_equal(got->model_sha256, want.model_sha256);

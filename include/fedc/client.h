@@ -55,14 +55,14 @@ typedef struct fedc_client_event {
 typedef void (*fedc_client_event_fn)(void *user, const fedc_client_event *ev);
 
 typedef struct fedc_client_opts {
-    const char *server;        /* base URL: "https://host:port" */
-    const fedc_key *key;       /* the client's identity; must outlive the client */
-    const char *ca_file;       /* PEM CA bundle to verify the server; NULL: the system's */
-    int insecure;              /* do not verify the server's certificate (loopback tests) */
-    const fedc_config *cfg;    /* [client] keys (timeouts, back-off); NULL: the defaults */
+    const char *server;            /* base URL: "https://host:port" */
+    const fedc_key *key;           /* the client's identity; must outlive the client */
+    const char *ca_file;           /* PEM CA bundle to verify the server; NULL: the system's */
+    int insecure;                  /* do not verify the server's certificate (loopback tests) */
+    const fedc_config *cfg;        /* [client] keys (timeouts, back-off); NULL: the defaults */
     fedc_client_event_fn on_event; /* may be NULL; called from the fedc_client_run thread */
     void *user;
-    uint32_t max_tasks;        /* fedc_client_run returns after this many tasks (0: until the
+    uint32_t max_tasks; /* fedc_client_run returns after this many tasks (0: until the
                                   run is done), e.g. a device that trains once per wake-up */
 } fedc_client_opts;
 
@@ -74,9 +74,9 @@ void fedc_client_destroy(fedc_client *c); /* NULL allowed */
 /* What the server says about its run (GET /v1/run). */
 typedef struct fedc_client_run_info {
     char run_id[33];
-    uint32_t client_id;   /* this client's id: its data shard */
-    uint32_t rounds;      /* rounds in the run */
-    uint32_t round;       /* last completed round */
+    uint32_t client_id; /* this client's id: its data shard */
+    uint32_t rounds;    /* rounds in the run */
+    uint32_t round;     /* last completed round */
     uint64_t num_params;
     char strategy[32];
 } fedc_client_run_info;
@@ -95,10 +95,10 @@ fedc_status fedc_client_apply_settings(const fedc_client *c, fedc_config *cfg, f
 
 /* What a run gave. */
 typedef struct fedc_client_summary {
-    uint32_t tasks;           /* tasks trained */
-    uint32_t accepted;        /* results the server accepted */
-    uint32_t rounds;          /* rounds of the finished run */
-    char model_sha256[65];    /* the final model's hash */
+    uint32_t tasks;        /* tasks trained */
+    uint32_t accepted;     /* results the server accepted */
+    uint32_t rounds;       /* rounds of the finished run */
+    char model_sha256[65]; /* the final model's hash */
 } fedc_client_summary;
 
 /*
@@ -117,8 +117,8 @@ fedc_status fedc_client_run(fedc_client *c, const fedc_trainer *trainer, const f
 
 /* Downloads model `version` (the current one: fedc_client_run_info.round) into params
  * (num_params floats) and its SHA-256 hex into sha (may be NULL). Retries like hello. */
-fedc_status fedc_client_download(fedc_client *c, uint64_t version, float *params,
-                                 size_t num_params, char sha[65], fedc_err *err);
+fedc_status fedc_client_download(fedc_client *c, uint64_t version, float *params, size_t num_params,
+                                 char sha[65], fedc_err *err);
 
 /* Asks fedc_client_run / fedc_client_hello to return (FEDC_ERR_ABORTED) at the next
  * opportunity. Async-signal-safe. */

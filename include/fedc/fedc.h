@@ -22,6 +22,12 @@
 #include "fedc/sim.h"
 #include "fedc/mpi.h"
 #include "fedc/run.h"
+#include "fedc/net.h"
+#include "fedc/client.h"
+#if !FEDC_CLIENT_ONLY
+#include "fedc/server.h"
+#include "fedc/store.h"
+#endif
 #include "fedc/privacy.h"
 #include "fedc/safetensors.h"
 #include "fedc/secagg.h"

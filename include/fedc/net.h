@@ -46,8 +46,7 @@ void fedc_key_public_hex(const fedc_key *key, char out[FEDC_KEY_PUBLIC_HEX]);
  * accepts as an Ed25519 point. Errors: FEDC_ERR_FORMAT (naming the text). */
 fedc_status fedc_key_public_parse(const char *text, uint8_t pk[FEDC_KEY_PUBLIC_BYTES],
                                   fedc_err *err);
-void fedc_key_public_to_hex(const uint8_t pk[FEDC_KEY_PUBLIC_BYTES],
-                            char out[FEDC_KEY_PUBLIC_HEX]);
+void fedc_key_public_to_hex(const uint8_t pk[FEDC_KEY_PUBLIC_BYTES], char out[FEDC_KEY_PUBLIC_HEX]);
 
 #ifdef __cplusplus
 }

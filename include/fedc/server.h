@@ -44,12 +44,12 @@ typedef void (*fedc_server_round_fn)(void *user, const fedc_round_record *rec, u
                                      const char *model_sha256);
 
 typedef struct fedc_server_opts {
-    const char *listen;     /* "HOST:PORT" ("[::1]:PORT" for IPv6); port 0 = any free port */
-    const char *state_dir;  /* the run store's directory (created when missing) */
-    const char *tls_cert;   /* PEM certificate chain file, or NULL for plain HTTP */
-    const char *tls_key;    /* PEM private key file (with tls_cert) */
-    const char *allow_file; /* public keys to add to the allow-list at start (may be NULL) */
-    int serve_on;           /* after the run: keep serving until fedc_server_stop */
+    const char *listen;            /* "HOST:PORT" ("[::1]:PORT" for IPv6); port 0 = any free port */
+    const char *state_dir;         /* the run store's directory (created when missing) */
+    const char *tls_cert;          /* PEM certificate chain file, or NULL for plain HTTP */
+    const char *tls_key;           /* PEM private key file (with tls_cert) */
+    const char *allow_file;        /* public keys to add to the allow-list at start (may be NULL) */
+    int serve_on;                  /* after the run: keep serving until fedc_server_stop */
     fedc_server_round_fn on_round; /* may be NULL */
     void *user;
 } fedc_server_opts;

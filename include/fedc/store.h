@@ -42,10 +42,10 @@ const char *fedc_store_dir(const fedc_store *st);
 
 /* ---- allow-list ---- */
 typedef struct fedc_store_client {
-    uint32_t id;                        /* 0, 1, 2... in the order keys were allowed */
+    uint32_t id; /* 0, 1, 2... in the order keys were allowed */
     uint8_t pk[FEDC_KEY_PUBLIC_BYTES];
-    char label[64];                     /* free text given when allowed ("" if none) */
-    int64_t added;                      /* unix seconds */
+    char label[64]; /* free text given when allowed ("" if none) */
+    int64_t added;  /* unix seconds */
 } fedc_store_client;
 
 /* Adds a public key to the allow-list. *id (may be NULL) gets its id: the next free one, or the
@@ -58,20 +58,18 @@ fedc_status fedc_store_allow(fedc_store *st, const uint8_t pk[FEDC_KEY_PUBLIC_BY
  * space and a label; '#' comments and blank lines ignored), in order. *added (may be NULL)
  * counts the new ones. Errors: FEDC_ERR_IO, FEDC_ERR_FORMAT (naming file and line); on error
  * nothing from the file is kept. */
-fedc_status fedc_store_allow_file(fedc_store *st, const char *path, size_t *added,
-                                  fedc_err *err);
+fedc_status fedc_store_allow_file(fedc_store *st, const char *path, size_t *added, fedc_err *err);
 /* The allow-list, ordered by id. *out (fedc_free) holds *n entries. */
-fedc_status fedc_store_clients(fedc_store *st, fedc_store_client **out, size_t *n,
-                               fedc_err *err);
+fedc_status fedc_store_clients(fedc_store *st, fedc_store_client **out, size_t *n, fedc_err *err);
 
 /* ---- the run ---- */
 typedef struct fedc_store_run {
-    char run_id[33];           /* 32 hex digits, random */
-    uint32_t last_round;       /* last committed round; 0 = none yet */
-    uint32_t rounds;           /* run.rounds */
-    char model_sha256[65];     /* model of the last committed round ("" when none) */
-    char checkpoint[4096];     /* its checkpoint file ("" when none) */
-    int finished;              /* the run is over (DIR/model.safetensors written) */
+    char run_id[33];       /* 32 hex digits, random */
+    uint32_t last_round;   /* last committed round; 0 = none yet */
+    uint32_t rounds;       /* run.rounds */
+    char model_sha256[65]; /* model of the last committed round ("" when none) */
+    char checkpoint[4096]; /* its checkpoint file ("" when none) */
+    int finished;          /* the run is over (DIR/model.safetensors written) */
 } fedc_store_run;
 
 /* Starts the run of `config_text` (fedc_config_write's output) in this directory, or finds
@@ -80,8 +78,7 @@ typedef struct fedc_store_run {
  * FEDC_ERR_STATE ("the state dir holds run X of a different configuration"). *resumed = 1
  * when an existing run was found. Errors: FEDC_ERR_IO, FEDC_ERR_STATE. */
 fedc_status fedc_store_run_open(fedc_store *st, const char *config_text, const char *fingerprint,
-                                uint32_t rounds, fedc_store_run *run, int *resumed,
-                                fedc_err *err);
+                                uint32_t rounds, fedc_store_run *run, int *resumed, fedc_err *err);
 /* The directory's run (the latest one), read-only, for listing its rounds. Errors:
  * FEDC_ERR_NOTFOUND (no run yet), FEDC_ERR_IO. */
 fedc_status fedc_store_run_get(fedc_store *st, fedc_store_run *run, fedc_err *err);
@@ -94,12 +91,12 @@ void fedc_store_checkpoint_path(const fedc_store *st, uint32_t round, char *buf,
 /* One client's part in a round. */
 typedef struct fedc_store_participant {
     uint32_t client;
-    const char *status;     /* "accepted", "refused", "late", "failed" */
+    const char *status; /* "accepted", "refused", "late", "failed" */
     uint64_t num_examples;
     double train_loss;
     double fit_seconds;
     uint64_t bytes_up;
-    const char *detail;     /* why refused (may be NULL) */
+    const char *detail; /* why refused (may be NULL) */
 } fedc_store_participant;
 
 /* A committed round. */
@@ -107,8 +104,8 @@ typedef struct fedc_store_round {
     fedc_round_record rec;
     uint32_t attempt;
     char model_sha256[65];
-    char checkpoint[4096];  /* file name inside DIR/checkpoints ("" when not kept) */
-    int64_t committed;      /* unix seconds */
+    char checkpoint[4096]; /* file name inside DIR/checkpoints ("" when not kept) */
+    int64_t committed;     /* unix seconds */
 } fedc_store_round;
 
 /* Commits a round in one transaction: its row, its metrics, its participants. Call only after

@@ -18,12 +18,13 @@
 #include "fedc/alloc.h"
 #include "fedc/client.h"
 #include "fedc/log.h"
+#include "fedc/privacy.h"
 #include "fedc/version.h"
 #include "net/sign.h"
 #include "net/wire.h"
 
-#define RESP_MAX (16u << 20)      /* largest non-stream answer buffered */
-#define MAX_AUTH_FAILURES 10      /* consecutive 401s before giving up */
+#define RESP_MAX (16u << 20) /* largest non-stream answer buffered */
+#define MAX_AUTH_FAILURES 10 /* consecutive 401s before giving up */
 #define DEFAULT_CHUNK (1u << 20)
 
 struct fedc_client {
@@ -59,10 +60,7 @@ struct fedc_client {
 
 static pthread_once_t curl_once = PTHREAD_ONCE_INIT;
 static CURLcode curl_init_rc = CURLE_FAILED_INIT;
-static void do_curl_init(void)
-{
-    curl_init_rc = curl_global_init(CURL_GLOBAL_DEFAULT);
-}
+static void do_curl_init(void) { curl_init_rc = curl_global_init(CURL_GLOBAL_DEFAULT); }
 
 static double cfg_double(const fedc_config *cfg, const char *key)
 {
@@ -112,8 +110,10 @@ fedc_status fedc_client_create(const fedc_client_opts *opts, fedc_client **out, 
         fedc_log(FEDC_LOG_WARN, "client",
                  "TLS certificate verification is OFF (--insecure): for loopback tests only");
     if (strncmp(opts->server, "http://", 7) == 0)
-        fedc_log(FEDC_LOG_WARN, "client", "%s is plain HTTP: requests are signed but not "
-                 "encrypted", opts->server);
+        fedc_log(FEDC_LOG_WARN, "client",
+                 "%s is plain HTTP: requests are signed but not "
+                 "encrypted",
+                 opts->server);
     *out = c;
     return FEDC_OK;
 }
@@ -135,10 +135,7 @@ void fedc_client_destroy(fedc_client *c)
     fedc_free(c);
 }
 
-void fedc_client_stop(fedc_client *c)
-{
-    c->stop = 1;
-}
+void fedc_client_stop(fedc_client *c) { c->stop = 1; }
 
 /* ---- one HTTP exchange ---- */
 
@@ -250,7 +247,8 @@ static fedc_status http(fedc_client *c, const char *method, const char *path, co
                                 url, msg);
         if (rc == CURLE_URL_MALFORMAT || rc == CURLE_UNSUPPORTED_PROTOCOL)
             return fedc_err_set(err, FEDC_ERR_INVALID, "%s: %s", url, msg);
-        return fedc_err_set(err, rc == CURLE_OPERATION_TIMEDOUT ? FEDC_ERR_TIMEOUT : FEDC_ERR_NETWORK,
+        return fedc_err_set(err,
+                            rc == CURLE_OPERATION_TIMEDOUT ? FEDC_ERR_TIMEOUT : FEDC_ERR_NETWORK,
                             "%s %s: %s", method, url, msg);
     }
     return FEDC_OK;
@@ -341,16 +339,18 @@ static fedc_status with_retries(fedc_client *c, const char *what, op_fn op, void
             return st;
         }
         if (c->give_up > 0 && fedci_mono() - c->last_contact > c->give_up)
-            return fedc_err_set(err, FEDC_ERR_TIMEOUT, "%s: no answer from %s for %.0f s: %s",
-                                what, c->base, c->give_up, fedc_err_message(&e));
+            return fedc_err_set(err, FEDC_ERR_TIMEOUT, "%s: no answer from %s for %.0f s: %s", what,
+                                c->base, c->give_up, fedc_err_message(&e));
         double d = backoff(c, k);
         if (c->retry_after_ms && c->retry_after_ms / 1000.0 > d)
             d = c->retry_after_ms / 1000.0 * (1 + 0.25 * randombytes_uniform(1001) / 1000.0);
         c->failing = 1;
         fedc_log(FEDC_LOG_INFO, "client", "%s failed (%s); retrying in %.1f s", what,
                  fedc_err_message(&e), d);
-        fedc_client_event ev = {.kind = FEDC_CLIENT_RETRY, .seconds = d,
-                                .message = fedc_err_message(&e), .http_status = (int)c->status};
+        fedc_client_event ev = {.kind = FEDC_CLIENT_RETRY,
+                                .seconds = d,
+                                .message = fedc_err_message(&e),
+                                .http_status = (int)c->status};
         emit(c, &ev);
         if (sleep_interruptible(c, d) != 0) return fedc_err_set(err, FEDC_ERR_ABORTED, "stopped");
     }
@@ -424,7 +424,8 @@ static fedc_status op_hello(fedc_client *c, void *arg, fedc_err *err)
     info->num_params = ri->num_params;
     char **k = fedc_calloc(ri->n_settings ? ri->n_settings : 1, sizeof *k);
     char **v = fedc_calloc(ri->n_settings ? ri->n_settings : 1, sizeof *v);
-    fedc_status st = (!k || !v) ? fedc_err_set(err, FEDC_ERR_NOMEM, "client: out of memory") : FEDC_OK;
+    fedc_status st =
+        (!k || !v) ? fedc_err_set(err, FEDC_ERR_NOMEM, "client: out of memory") : FEDC_OK;
     for (size_t i = 0; st == FEDC_OK && i < ri->n_settings; i++) {
         k[i] = ri->settings[i]->key;
         v[i] = ri->settings[i]->value;
@@ -464,7 +465,8 @@ static fedc_status check_model_header(void *user, const ProtobufCMessage *m, flo
     if (!h->model)
         return fedc_err_set(err, FEDC_ERR_FORMAT, "model stream: header without a model reference");
     if (h->model->version != x->a->version)
-        return fedc_err_set(err, FEDC_ERR_FORMAT, "model stream: version %" PRIu64 ", asked for %" PRIu64,
+        return fedc_err_set(err, FEDC_ERR_FORMAT,
+                            "model stream: version %" PRIu64 ", asked for %" PRIu64,
                             h->model->version, x->a->version);
     if (h->model->num_params != x->a->n)
         return fedc_err_set(err, FEDC_ERR_SHAPE,
@@ -472,19 +474,24 @@ static fedc_status check_model_header(void *user, const ProtobufCMessage *m, flo
                             h->model->num_params, x->a->n);
     const fedc_layout *lay = x->c->layout;
     if (lay) {
-        int ok = h->n_tensors == lay->count;
-        for (size_t i = 0; ok && i < lay->count; i++) {
+        if (h->n_tensors != lay->count)
+            return fedc_err_set(err, FEDC_ERR_SHAPE,
+                                "the server's model has %zu tensors, this trainer's %zu: check "
+                                "model.spec and the dataset",
+                                h->n_tensors, lay->count);
+        for (size_t i = 0; i < lay->count; i++) {
             const Fedc__V1__TensorInfo *t = h->tensors[i];
             const fedc_tensor_info *u = &lay->tensors[i];
-            ok = t && strcmp(t->name, u->name) == 0 && t->offset == u->offset &&
-                 t->n_shape == (size_t)u->ndim;
+            int ok = t && strcmp(t->name, u->name) == 0 && t->offset == u->offset &&
+                     t->n_shape == (size_t)u->ndim;
             for (int d = 0; ok && d < u->ndim; d++) ok = t->shape[d] == u->shape[d];
+            if (!ok)
+                return fedc_err_set(err, FEDC_ERR_SHAPE,
+                                    "the server's tensor %zu ('%.40s') differs from this "
+                                    "trainer's ('%s'): check model.spec, the dataset and that "
+                                    "both run the same fedc version",
+                                    i, t ? t->name : "?", u->name);
         }
-        if (!ok)
-            return fedc_err_set(err, FEDC_ERR_SHAPE,
-                                "the server's model layout (%zu tensors) differs from this "
-                                "trainer's (%zu tensors): check model.spec and the dataset",
-                                h->n_tensors, lay->count);
     }
     snprintf(x->a->sha, sizeof x->a->sha, "%s", h->model->sha256);
     *dest = x->a->dst;
@@ -516,8 +523,8 @@ static fedc_status op_download(fedc_client *c, void *arg, fedc_err *err)
     return FEDC_OK;
 }
 
-fedc_status fedc_client_download(fedc_client *c, uint64_t version, float *params,
-                                 size_t num_params, char sha[65], fedc_err *err)
+fedc_status fedc_client_download(fedc_client *c, uint64_t version, float *params, size_t num_params,
+                                 char sha[65], fedc_err *err)
 {
     dl_arg a = {version, NULL, params, num_params, ""};
     FEDC_TRY(with_retries(c, "model download", op_download, &a, 0, err));
@@ -590,9 +597,14 @@ static fedc_status op_upload(fedc_client *c, void *arg, fedc_err *err)
 }
 
 static fedc_status build_result(fedc_client *c, const Fedc__V1__Task *task, const fedc_fit_out *out,
-                                double fit_seconds, fedc_err *err)
+                                double fit_seconds, const fedc_dp_client_report *dp, fedc_err *err)
 {
     Fedc__V1__ResultHeader h = FEDC__V1__RESULT_HEADER__INIT;
+    Fedc__V1__DpReport rep = FEDC__V1__DP_REPORT__INIT;
+    if (dp) {
+        rep.unclipped = dp->unclipped != 0;
+        h.dp = &rep;
+    }
     h.task_id = task->task_id;
     h.round = task->round;
     h.stage = FEDC__V1__STAGE__STAGE_FIT;
@@ -613,7 +625,8 @@ static fedc_status run_task(fedc_client *c, const fedc_trainer *trainer, void *w
                             float *update, const fedc_config *cfg, const Fedc__V1__Task *task,
                             fedc_client_summary *sum, fedc_err *err)
 {
-    fedc_client_event ev = {.kind = FEDC_CLIENT_TASK, .round = task->round, .attempt = task->attempt};
+    fedc_client_event ev = {
+        .kind = FEDC_CLIENT_TASK, .round = task->round, .attempt = task->attempt};
     emit(c, &ev);
     if (!task->model || !task->config)
         return fedc_err_set(err, FEDC_ERR_FORMAT, "task without a model or a config");
@@ -634,7 +647,21 @@ static fedc_status run_task(fedc_client *c, const fedc_trainer *trainer, void *w
         fedc_free(v);
         FEDC_TRY(st);
     }
-    FEDC_TRY(ensure_model(c, task->model, err));
+    fedc_err merr;
+    fedc_status mst = ensure_model(c, task->model, &merr);
+    if (mst == FEDC_ERR_INVALID || mst == FEDC_ERR_STATE || mst == FEDC_ERR_FORMAT) {
+        /* the task went stale (its round closed and the model moved on: 404), or a bad answer:
+         * drop it and check in again, after a pause */
+        fedc_log(FEDC_LOG_INFO, "client", "round %u: task dropped: %s", task->round,
+                 fedc_err_message(&merr));
+        if (sleep_interruptible(c, c->retry_initial) != 0)
+            return fedc_err_set(err, FEDC_ERR_ABORTED, "stopped");
+        return FEDC_OK;
+    }
+    if (mst != FEDC_OK) {
+        if (err) *err = merr;
+        return mst;
+    }
 
     fedc_fit_ins ins;
     memset(&ins, 0, sizeof ins);
@@ -666,20 +693,40 @@ static fedc_status run_task(fedc_client *c, const fedc_trainer *trainer, void *w
         return FEDC_OK; /* the server will not hear from us this round */
     }
     sum->tasks++;
-    ev = (fedc_client_event){.kind = FEDC_CLIENT_TRAINED, .round = task->round,
-                             .attempt = task->attempt, .seconds = dt, .loss = out.train_loss};
+    ev = (fedc_client_event){.kind = FEDC_CLIENT_TRAINED,
+                             .round = task->round,
+                             .attempt = task->attempt,
+                             .seconds = dt,
+                             .loss = out.train_loss};
     emit(c, &ev);
-    FEDC_TRY(build_result(c, task, &out, dt, err));
+    /* differential privacy: clip (and noise) the update as the server asks, before it leaves */
+    fedc_dp_client_report rep = {1}, *repp = NULL;
+    const Fedc__V1__DpTask *dpt = task->config->dp;
+    if (dpt && (dpt->clip > 0 || dpt->noise_stddev > 0)) {
+        fedc_dp_client_task t = {dpt->clip,          dpt->noise_stddev, dpt->seeded_noise,
+                                 task->config->seed, task->round,       task->client_id};
+        fedc_err derr;
+        st = fedc_dp_client_apply(&t, c->num_params, update, &rep, &derr);
+        if (st != FEDC_OK) {
+            fedc_log(FEDC_LOG_WARN, "client", "round %u: the update cannot be sent: %s",
+                     task->round, fedc_err_message(&derr));
+            return st == FEDC_ERR_CRYPTO ? fedc_err_set(err, st, "%s", fedc_err_message(&derr))
+                                         : FEDC_OK;
+        }
+        repp = &rep;
+    }
+    FEDC_TRY(build_result(c, task, &out, dt, repp, err));
     upload_arg ua = {task};
     fedc_err uerr;
     /* a busy server (503) or a lost connection: retry the same result until its deadline */
-    unsigned tries = 1 + (unsigned)(task->deadline_ms / 1000 / (c->retry_initial > 0 ? c->retry_initial : 1));
+    unsigned tries =
+        1 + (unsigned)(task->deadline_ms / 1000 / (c->retry_initial > 0 ? c->retry_initial : 1));
     if (tries < 3) tries = 3;
     st = with_retries(c, "result upload", op_upload, &ua, tries, &uerr);
     if (st == FEDC_OK) {
         sum->accepted++;
-        ev = (fedc_client_event){.kind = FEDC_CLIENT_ACCEPTED, .round = task->round,
-                                 .attempt = task->attempt};
+        ev = (fedc_client_event){
+            .kind = FEDC_CLIENT_ACCEPTED, .round = task->round, .attempt = task->attempt};
         emit(c, &ev);
         return FEDC_OK;
     }
@@ -690,8 +737,10 @@ static fedc_status run_task(fedc_client *c, const fedc_trainer *trainer, void *w
     /* refused (late, invalid) or the server stayed unreachable: back to check-in */
     fedc_log(FEDC_LOG_WARN, "client", "round %u: result not accepted: %s", task->round,
              fedc_err_message(&uerr));
-    ev = (fedc_client_event){.kind = FEDC_CLIENT_REFUSED, .round = task->round,
-                             .attempt = task->attempt, .http_status = (int)c->status,
+    ev = (fedc_client_event){.kind = FEDC_CLIENT_REFUSED,
+                             .round = task->round,
+                             .attempt = task->attempt,
+                             .http_status = (int)c->status,
                              .message = fedc_err_message(&uerr)};
     emit(c, &ev);
     return FEDC_OK;
@@ -725,9 +774,10 @@ fedc_status fedc_client_run(fedc_client *c, const fedc_trainer *trainer, const f
         Fedc__V1__CheckinResponse *r = (Fedc__V1__CheckinResponse *)ca.resp;
         if (r->reply_case == FEDC__V1__CHECKIN_RESPONSE__REPLY_DONE) {
             sum.rounds = r->done->rounds;
-            if (r->done->model) snprintf(sum.model_sha256, sizeof sum.model_sha256, "%s", r->done->model->sha256);
-            fedc_client_event ev = {.kind = FEDC_CLIENT_DONE, .round = sum.rounds,
-                                    .model_sha256 = sum.model_sha256};
+            if (r->done->model)
+                snprintf(sum.model_sha256, sizeof sum.model_sha256, "%s", r->done->model->sha256);
+            fedc_client_event ev = {
+                .kind = FEDC_CLIENT_DONE, .round = sum.rounds, .model_sha256 = sum.model_sha256};
             emit(c, &ev);
             fedci_unpacked_free(ca.resp);
             break;

@@ -26,8 +26,8 @@
  * those restarts that state from zero. */
 static int strategy_is_stateful(const char *name)
 {
-    static const char *const stateful[] = {"fedavgm", "fedadagrad", "fedadam", "fedyogi",
-                                           "scaffold", NULL};
+    static const char *const stateful[] = {"fedavgm", "fedadagrad", "fedadam",
+                                           "fedyogi", "scaffold",   NULL};
     for (int i = 0; stateful[i]; i++)
         if (strcmp(name, stateful[i]) == 0) return 1;
     return 0;
@@ -39,7 +39,8 @@ static int key_is_operational(const fedc_config_key *k)
     if (!strcmp(k->section, "server") || !strcmp(k->section, "client") ||
         !strcmp(k->section, "round"))
         return 1;
-    if (!strcmp(k->section, "run") && (!strcmp(k->name, "threads") || !strcmp(k->name, "log_level")))
+    if (!strcmp(k->section, "run") &&
+        (!strcmp(k->name, "threads") || !strcmp(k->name, "log_level")))
         return 1;
     if (!strcmp(k->section, "eval")) return 1;
     return 0;
@@ -101,7 +102,8 @@ static fedc_status read_text_file(const char *path, const char *what, char **out
         len += n;
         if (n < 4096) break;
     }
-    if (st == FEDC_OK && ferror(f)) st = fedc_err_set(err, FEDC_ERR_CONFIG, "%s %s: read error", what, path);
+    if (st == FEDC_OK && ferror(f))
+        st = fedc_err_set(err, FEDC_ERR_CONFIG, "%s %s: read error", what, path);
     fclose(f);
     if (st != FEDC_OK) {
         if (buf) sodium_memzero(buf, cap);
@@ -190,8 +192,8 @@ static fedc_status restore_checkpoint(fedc_server *s, const fedc_store_run *run,
     fedc_status rc = FEDC_OK;
     const char *sha = fedc_safetensors_meta(st, "model_sha256");
     if (!fedc_layout_equal(st->layout, fedc_engine_layout(s->engine)))
-        rc = fedc_err_set(err, FEDC_ERR_FORMAT, "%s: its tensors do not match the model of the config",
-                          run->checkpoint);
+        rc = fedc_err_set(err, FEDC_ERR_FORMAT,
+                          "%s: its tensors do not match the model of the config", run->checkpoint);
     else if (!sha || strcmp(sha, run->model_sha256) != 0)
         rc = fedc_err_set(err, FEDC_ERR_FORMAT,
                           "%s: model_sha256 %s differs from the committed round's %s",
@@ -215,8 +217,9 @@ static fedc_status write_model(fedc_server *s, const char *path, uint32_t round,
         {"run_id", s->run_id},
         {"model_sha256", sha},
     };
-    return fedc_safetensors_write(path, fedc_engine_layout(s->engine), fedc_engine_global(s->engine),
-                                  meta, sizeof meta / sizeof meta[0], err);
+    return fedc_safetensors_write(path, fedc_engine_layout(s->engine),
+                                  fedc_engine_global(s->engine), meta, sizeof meta / sizeof meta[0],
+                                  err);
 }
 
 fedc_status fedc_server_create(const fedc_config *cfg, const fedc_trainer *trainer,
@@ -248,7 +251,8 @@ fedc_status fedc_server_create(const fedc_config *cfg, const fedc_trainer *train
     uint32_t count = (uint32_t)fedc_config_int(cfg, "clients.count");
     s->target = (uint32_t)fedc_config_int(cfg, "clients.per_round");
     s->min_clients = (uint32_t)fedc_config_int(cfg, "clients.min");
-    double sel = ceil((double)s->target * (1.0 + fedc_config_double(cfg, "round.overselect")) - 1e-9);
+    double sel =
+        ceil((double)s->target * (1.0 + fedc_config_double(cfg, "round.overselect")) - 1e-9);
     s->select = sel > count ? count : (uint32_t)sel;
     if (s->select < s->target) s->select = s->target;
     fedci_buf cfg_text = {0};
@@ -258,7 +262,8 @@ fedc_status fedc_server_create(const fedc_config *cfg, const fedc_trainer *train
     fedc_status st = FEDC_OK;
 
     if (!opts->listen || !opts->state_dir)
-        st = fedc_err_set(err, FEDC_ERR_CONFIG, "the server needs a listen address and a state dir");
+        st =
+            fedc_err_set(err, FEDC_ERR_CONFIG, "the server needs a listen address and a state dir");
     if (st == FEDC_OK && (!opts->tls_cert) != (!opts->tls_key))
         st = fedc_err_set(err, FEDC_ERR_CONFIG, "TLS needs both a certificate and a key file");
     if (st == FEDC_OK && opts->tls_cert) {
@@ -306,6 +311,11 @@ fedc_status fedc_server_create(const fedc_config *cfg, const fedc_trainer *train
             }
         }
     }
+    if (st == FEDC_OK && fedc_config_double(cfg, "eval.fraction") > 0)
+        fedc_log(FEDC_LOG_WARN, "server",
+                 "eval.fraction = %g: federated evaluation does not run over HTTP yet (no "
+                 "evaluate stage); the rounds report the central evaluation only",
+                 fedc_config_double(cfg, "eval.fraction"));
     if (st == FEDC_OK) st = build_settings(s, err);
     if (st == FEDC_OK) {
         s->start_ms = fedci_now_ms();
@@ -357,10 +367,7 @@ const char *fedc_server_run_id(const fedc_server *s) { return s->run_id; }
 uint32_t fedc_server_resumed_round(const fedc_server *s) { return s->resumed_round; }
 const fedc_engine *fedc_server_engine(const fedc_server *s) { return s->engine; }
 
-void fedc_server_stop(fedc_server *s)
-{
-    s->stop = 1;
-}
+void fedc_server_stop(fedc_server *s) { s->stop = 1; }
 
 static void sleep_s(double seconds)
 {
@@ -424,8 +431,9 @@ static fedc_status commit_round(fedc_server *s, fedc_round_record *rec, const ch
     for (size_t i = 0; i < s->nselected; i++) {
         part_info *pi = &s->parts[i];
         p[i].client = s->selected[i];
-        p[i].status = pi->status[0] ? pi->status
-                      : pi->state == TASK_ISSUED ? "no_result" : "absent";
+        p[i].status = pi->status[0]              ? pi->status
+                      : pi->state == TASK_ISSUED ? "no_result"
+                                                 : "absent";
         p[i].num_examples = pi->num_examples;
         p[i].train_loss = pi->state == TASK_ACCEPTED ? pi->train_loss : NAN;
         p[i].fit_seconds = pi->fit_seconds;
@@ -504,7 +512,10 @@ static fedc_status run_round(fedc_server *s, uint32_t attempt, int *aborted, fed
     if (s->stop) {
         fedc_round_record rec;
         fedc_engine_round_end(s->engine, &rec, NULL);
-        return fedc_err_set(err, FEDC_ERR_ABORTED, "stopped during round %u", ins.round);
+        return fedc_err_set(err, FEDC_ERR_ABORTED,
+                            "stopped during round %u; restart with the same state directory to "
+                            "resume after round %u",
+                            ins.round, ins.round - 1);
     }
     for (size_t i = 0; i < n; i++)
         if (parts[i].state == TASK_ISSUED && accepted < s->target)
@@ -514,15 +525,27 @@ static fedc_status run_round(fedc_server *s, uint32_t attempt, int *aborted, fed
     fedc_status st = fedc_engine_round_end(s->engine, &rec, &rerr);
     if (st == FEDC_ERR_ABORTED) {
         atomic_fetch_add(&s->stats.rounds_aborted, 1);
-        fedc_log(FEDC_LOG_WARN, "server", "%s; the round is re-run", fedc_err_message(&rerr));
         /* the global model did not change: rewind the engine to the previous round */
         float *copy = fedc_malloc(s->num_params * sizeof(float));
         if (!copy) return fedc_err_set(err, FEDC_ERR_NOMEM, "server: out of memory");
         fedc_vec_copy(s->num_params, fedc_engine_global(s->engine), copy);
-        st = fedc_engine_restore(s->engine, ins.round - 1, copy, err);
+        fedc_err xerr;
+        st = fedc_engine_restore(s->engine, ins.round - 1, copy, &xerr);
         fedc_free(copy);
-        *aborted = 1;
-        return st;
+        if (st == FEDC_OK) {
+            fedc_log(FEDC_LOG_WARN, "server", "%s; the round is re-run", fedc_err_message(&rerr));
+            *aborted = 1;
+            return FEDC_OK;
+        }
+        if (st != FEDC_ERR_UNSUPPORTED) {
+            if (err) *err = xerr;
+            return st;
+        }
+        /* the engine cannot rewind (local DP: the updates sent were charged to the clients'
+         * privacy accounts): the round counts as done, unchanged, as in the simulation */
+        fedc_log(FEDC_LOG_WARN, "server", "%s; it counts as done (%s)", fedc_err_message(&rerr),
+                 fedc_err_message(&xerr));
+        st = FEDC_OK;
     }
     if (st != FEDC_OK) {
         if (err) *err = rerr;
@@ -544,8 +567,7 @@ static fedc_status run_round(fedc_server *s, uint32_t attempt, int *aborted, fed
              rec.round, t_wait - t0, t_end - t_wait, t_eval - t_end, t_commit - t_eval,
              fedci_mono() - t_commit);
     fedc_log(FEDC_LOG_INFO, "server", "round %u committed: %u/%u results, train loss %.4f%s",
-             rec.round, rec.participants, rec.selected, rec.train_loss,
-             rec.evaluated ? "" : "");
+             rec.round, rec.participants, rec.selected, rec.train_loss, rec.evaluated ? "" : "");
     if (s->opts.on_round) s->opts.on_round(s->opts.user, &rec, s->attempt, sha);
     return FEDC_OK;
 }
@@ -566,8 +588,10 @@ fedc_status fedc_server_run(fedc_server *s, fedc_err *err)
         }
     }
     if (st == FEDC_OK && s->stop)
-        st = fedc_err_set(err, FEDC_ERR_ABORTED, "stopped after round %u; restart with the same "
-                          "state directory to resume", fedc_engine_last_round(s->engine));
+        st = fedc_err_set(err, FEDC_ERR_ABORTED,
+                          "stopped after round %u; restart with the same "
+                          "state directory to resume",
+                          fedc_engine_last_round(s->engine));
     if (st != FEDC_OK) return st;
 
     /* the end: the final model, then 'done' for the clients */

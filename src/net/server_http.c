@@ -50,9 +50,7 @@ static const unsigned http_codes[] = {200, 304, 400, 401, 404, 409, 413, 422, 50
 _Static_assert(N_HTTP_CODES == FEDCI_HTTP_CODES, "one counter per status code");
 _Static_assert(AUTH_REASONS_ == FEDCI_AUTH_REASONS, "one counter per refusal reason");
 
-static _Thread_local double T_hash, T_feed; static _Thread_local int T_calls;
 typedef struct req {
-    double t_first;
     fedc_server *s;
     struct MHD_Connection *conn;
     enum route route;
@@ -121,8 +119,10 @@ static enum MHD_Result respond_error(req *r, unsigned code, const char *msg, uns
     e.retry_after_ms = retry_ms;
     uint8_t buf[256];
     size_t n = protobuf_c_message_get_packed_size(&e.base);
-    if (n > sizeof buf) n = 0;
-    else protobuf_c_message_pack(&e.base, buf);
+    if (n > sizeof buf)
+        n = 0;
+    else
+        protobuf_c_message_pack(&e.base, buf);
     return respond(r, code, FEDCI_CT_MESSAGE, buf, n, NULL, retry_ms);
 }
 
@@ -203,8 +203,10 @@ static float *buf_take_or_queue(fedc_server *s, req *r)
     if (!b && r) {
         r->wait_buf = 1;
         r->qnext = NULL;
-        if (s->upq_tail) s->upq_tail->qnext = r;
-        else s->upq_head = r;
+        if (s->upq_tail)
+            s->upq_tail->qnext = r;
+        else
+            s->upq_head = r;
         s->upq_tail = r;
     }
     pthread_mutex_unlock(&s->pool_lock);
@@ -362,16 +364,15 @@ long fedci_server_selected_pos(const fedc_server *s, uint32_t client)
     size_t lo = 0, hi = s->nselected;
     while (lo < hi) {
         size_t mid = (lo + hi) / 2;
-        if (s->selected[mid] < client) lo = mid + 1;
-        else hi = mid;
+        if (s->selected[mid] < client)
+            lo = mid + 1;
+        else
+            hi = mid;
     }
     return lo < s->nselected && s->selected[lo] == client ? (long)lo : -1;
 }
 
-static int allow_cmp(const void *a, const void *b)
-{
-    return memcmp(a, b, FEDC_KEY_PUBLIC_BYTES);
-}
+static int allow_cmp(const void *a, const void *b) { return memcmp(a, b, FEDC_KEY_PUBLIC_BYTES); }
 
 /* ---- routing ---- */
 
@@ -413,9 +414,8 @@ static enum MHD_Result authenticate(fedc_server *s, req *r, const char *method, 
     char pkhex[FEDC_KEY_PUBLIC_HEX];
     fedc_key_public_to_hex(r->auth.pk, pkhex);
     pthread_mutex_lock(&s->lock);
-    const allow_entry *a = s->nallow ? bsearch(r->auth.pk, s->allow, s->nallow, sizeof *s->allow,
-                                               allow_cmp)
-                                     : NULL;
+    const allow_entry *a =
+        s->nallow ? bsearch(r->auth.pk, s->allow, s->nallow, sizeof *s->allow, allow_cmp) : NULL;
     int id = a ? (int)a->id : -1;
     pthread_mutex_unlock(&s->lock);
     if (id < 0) return auth_fail(r, AUTH_UNKNOWN_KEY, pkhex);
@@ -459,17 +459,23 @@ static fedc_status on_result_header(void *user, const ProtobufCMessage *m, float
     fedc_server *s = r->s;
     const Fedc__V1__ResultHeader *h = (const Fedc__V1__ResultHeader *)m;
     if (strcmp(h->task_id, r->task_id) != 0)
-        return fedc_err_set(err, FEDC_ERR_STATE, "client %d: result header names task '%.64s', "
-                            "posted to task %s", r->client, h->task_id, r->task_id);
+        return fedc_err_set(err, FEDC_ERR_STATE,
+                            "client %d: result header names task '%.64s', "
+                            "posted to task %s",
+                            r->client, h->task_id, r->task_id);
     if (h->round != r->t_round)
-        return fedc_err_set(err, FEDC_ERR_STATE, "client %d: result for round %u posted to a "
-                            "task of round %u", r->client, h->round, r->t_round);
+        return fedc_err_set(err, FEDC_ERR_STATE,
+                            "client %d: result for round %u posted to a "
+                            "task of round %u",
+                            r->client, h->round, r->t_round);
     if (h->stage != FEDC__V1__STAGE__STAGE_FIT)
         return fedc_err_set(err, FEDC_ERR_INVALID, "client %d: result of stage %d for a fit task",
                             r->client, (int)h->stage);
     if (h->num_params != s->num_params)
-        return fedc_err_set(err, FEDC_ERR_SHAPE, "client %d: update of %" PRIu64 " floats, the "
-                            "model has %zu", r->client, h->num_params, s->num_params);
+        return fedc_err_set(err, FEDC_ERR_SHAPE,
+                            "client %d: update of %" PRIu64 " floats, the "
+                            "model has %zu",
+                            r->client, h->num_params, s->num_params);
     if (h->num_examples == 0)
         return fedc_err_set(err, FEDC_ERR_INVALID, "client %d: num_examples is 0", r->client);
     if (!isfinite(h->train_loss) && !isnan(h->train_loss))
@@ -486,12 +492,13 @@ static enum MHD_Result first_call(fedc_server *s, req *r, const char *url, const
     if (r->route == R_NONE) return respond_error(r, 404, "not found", 0);
     if (r->route == R_STATUS || r->route == R_METRICS) return MHD_YES;
     r->body_limit = r->route == R_RESULT ? s->max_upload : s->max_message;
-    const char *cl = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND,
-                                                 MHD_HTTP_HEADER_CONTENT_LENGTH);
+    const char *cl =
+        MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
     uint64_t clen = 0;
     if (cl && fedci_parse_u64(cl, &clen) == 0 && clen > r->body_limit) {
-        fedc_log(FEDC_LOG_WARN, "server", "refused %s %s: body of %" PRIu64 " bytes exceeds %" PRIu64,
-                 method, url, clen, r->body_limit);
+        fedc_log(FEDC_LOG_WARN, "server",
+                 "refused %s %s: body of %" PRIu64 " bytes exceeds %" PRIu64, method, url, clen,
+                 r->body_limit);
         return respond_error(r, 413, "too large", 0);
     }
     enum MHD_Result ar = authenticate(s, r, method, url);
@@ -539,7 +546,8 @@ static enum MHD_Result first_call(fedc_server *s, req *r, const char *url, const
         if (granted) MHD_resume_connection(r->conn); /* it came while suspending */
         return MHD_YES;
     }
-    fedci_vstream_init(&r->vs, FEDCI_VS_RESULT, s->max_message, s->chunk_bytes, on_result_header, r);
+    fedci_vstream_init(&r->vs, FEDCI_VS_RESULT, s->max_message, s->chunk_bytes, on_result_header,
+                       r);
     r->vs_ready = 1;
     return MHD_YES;
 }
@@ -549,7 +557,8 @@ static enum MHD_Result upload_resumed(fedc_server *s, req *r)
 {
     r->wait_buf = 0;
     if (!r->buf) return respond_error(r, 503, "busy", 1000); /* stopping */
-    fedci_vstream_init(&r->vs, FEDCI_VS_RESULT, s->max_message, s->chunk_bytes, on_result_header, r);
+    fedci_vstream_init(&r->vs, FEDCI_VS_RESULT, s->max_message, s->chunk_bytes, on_result_header,
+                       r);
     r->vs_ready = 1;
     return MHD_YES;
 }
@@ -568,22 +577,18 @@ static void on_body(fedc_server *s, req *r, const char *data, size_t n)
         return;
     }
     if (r->route == R_STATUS || r->route == R_METRICS) return;
-    double th0 = fedci_mono();
     fedci_body_hash_update(&r->hash, data, n);
-    T_hash += fedci_mono() - th0;
     if (r->route == R_RESULT) {
-        if (!r->t_first) r->t_first = fedci_mono();
-        T_calls++;
         fedc_err err;
-        double tf0 = fedci_mono();
         fedc_status st = fedci_vstream_feed(&r->vs, (const uint8_t *)data, n, &err);
-        T_feed += fedci_mono() - tf0;
         if (st != FEDC_OK) {
             unsigned code = status_http(st);
             fedc_log(FEDC_LOG_WARN, "server", "client %d: result refused: %s", r->client,
                      fedc_err_message(&err));
-            if (code == 409) atomic_fetch_add(&s->stats.results_late, 1);
-            else atomic_fetch_add(&s->stats.results_refused, 1);
+            if (code == 409)
+                atomic_fetch_add(&s->stats.results_late, 1);
+            else
+                atomic_fetch_add(&s->stats.results_refused, 1);
             fail_later(r, code, status_reason(code));
             buf_give(s, r->buf);
             r->buf = NULL;
@@ -621,6 +626,7 @@ static int checkin_answer(fedc_server *s, req *r, int may_wait, fedci_buf *b, fe
     Fedc__V1__Task task = FEDC__V1__TASK__INIT;
     Fedc__V1__ModelRef mref = FEDC__V1__MODEL_REF__INIT;
     Fedc__V1__TaskConfig tcfg = FEDC__V1__TASK_CONFIG__INIT;
+    Fedc__V1__DpTask dp = FEDC__V1__DP_TASK__INIT;
     Fedc__V1__TaskConfig__SettingsEntry *entries = NULL, **eptr = NULL;
     char task_id[80];
     *st = FEDC_OK;
@@ -633,7 +639,8 @@ static int checkin_answer(fedc_server *s, req *r, int may_wait, fedci_buf *b, fe
         done.model = &mref;
         resp.reply_case = FEDC__V1__CHECKIN_RESPONSE__REPLY_DONE;
         resp.done = &done;
-    } else if (s->phase == PHASE_FIT && (pos = fedci_server_selected_pos(s, (uint32_t)r->client)) >= 0 &&
+    } else if (s->phase == PHASE_FIT &&
+               (pos = fedci_server_selected_pos(s, (uint32_t)r->client)) >= 0 &&
                s->parts[pos].state != TASK_ACCEPTED && s->model.resp) {
         if (s->parts[pos].state == TASK_SELECTED) s->parts[pos].state = TASK_ISSUED;
         fedci_task_id(s, s->round, s->attempt, (uint32_t)r->client, task_id, sizeof task_id);
@@ -659,6 +666,14 @@ static int checkin_answer(fedc_server *s, req *r, int may_wait, fedci_buf *b, fe
         tcfg.want_loss_before = s->want_loss_before;
         tcfg.n_settings = s->nsettings;
         tcfg.settings = eptr;
+        fedc_dp_client_task dpt;
+        fedc_engine_dp_task(s->engine, (uint32_t)r->client, &dpt);
+        if (dpt.clip > 0 || dpt.noise_stddev > 0) {
+            dp.clip = dpt.clip;
+            dp.noise_stddev = dpt.noise_stddev;
+            dp.seeded_noise = dpt.seeded_noise;
+            tcfg.dp = &dp;
+        }
         task.task_id = task_id;
         task.run_id = s->run_id;
         task.round = s->round;
@@ -677,8 +692,9 @@ static int checkin_answer(fedc_server *s, req *r, int may_wait, fedci_buf *b, fe
         return 1;
     } else {
         retry.after_ms = jitter_ms(s->retry_after);
-        retry.reason = s->phase == PHASE_FIT ? (pos >= 0 ? "result already accepted" : "not selected")
-                                             : "no round open";
+        retry.reason = s->phase == PHASE_FIT
+                           ? (pos >= 0 ? "result already accepted" : "not selected")
+                           : "no round open";
         resp.reply_case = FEDC__V1__CHECKIN_RESPONSE__REPLY_RETRY;
         resp.retry = &retry;
     }
@@ -737,8 +753,10 @@ void fedci_server_wake(fedc_server *s, int all)
     while (r) {
         req *next = r->next;
         if (all || r->wake_at <= now) {
-            if (r->prev) r->prev->next = r->next;
-            else s->waiters = r->next;
+            if (r->prev)
+                r->prev->next = r->next;
+            else
+                s->waiters = r->next;
             if (r->next) r->next->prev = r->prev;
             r->prev = r->next = NULL;
             r->waiting = 0;
@@ -789,14 +807,16 @@ static enum MHD_Result answer_run(fedc_server *s, req *r)
 
 static enum MHD_Result answer_model(fedc_server *s, req *r)
 {
-    const char *inm = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND,
-                                                  MHD_HTTP_HEADER_IF_NONE_MATCH);
+    const char *inm =
+        MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_IF_NONE_MATCH);
     pthread_mutex_lock(&s->lock);
     if (!s->model.resp || s->model.version != r->version) {
         uint64_t have = s->model.version;
         pthread_mutex_unlock(&s->lock);
-        fedc_log(FEDC_LOG_INFO, "server", "client %d: model version %" PRIu64 " is not served "
-                 "(current: %" PRIu64 ")", r->client, r->version, have);
+        fedc_log(FEDC_LOG_INFO, "server",
+                 "client %d: model version %" PRIu64 " is not served "
+                 "(current: %" PRIu64 ")",
+                 r->client, r->version, have);
         return respond_error(r, 404, "no such model version", 0);
     }
     if (inm && strcmp(inm, s->model.etag) == 0) {
@@ -831,7 +851,6 @@ static void record_refusal(fedc_server *s, req *r, const char *detail)
 
 static enum MHD_Result answer_result(fedc_server *s, req *r)
 {
-    double ta0 = fedci_mono();
     fedc_err err;
     fedc_status st = fedci_vstream_finish(&r->vs, &err);
     const Fedc__V1__ResultHeader *h = (const Fedc__V1__ResultHeader *)r->vs.header;
@@ -876,7 +895,9 @@ static enum MHD_Result answer_result(fedc_server *s, req *r)
     } else {
         fedc_err serr;
         double fit_s = isfinite(h->fit_seconds) && h->fit_seconds >= 0 ? h->fit_seconds : 0;
-        st = fedc_engine_submit(s->engine, (uint32_t)r->client, &out, fit_s, &serr);
+        fedc_dp_client_report rep = {h->dp ? h->dp->unclipped : 1};
+        st = fedc_engine_submit_dp(s->engine, (uint32_t)r->client, &out, h->dp ? &rep : NULL, fit_s,
+                                   &serr);
         part_info *p = &s->parts[pos];
         if (st == FEDC_OK) {
             p->state = TASK_ACCEPTED;
@@ -910,8 +931,6 @@ static enum MHD_Result answer_result(fedc_server *s, req *r)
         return respond_error(r, code, status_reason(code), 0);
     }
     atomic_fetch_add(&s->stats.results_accepted, 1);
-    fprintf(stderr, "UPLOAD body %.4f s (calls %d hash %.4f feed %.4f) finish %.4f\n", ta0 - r->t_first, T_calls, T_hash, T_feed, fedci_mono() - ta0);
-    T_hash = T_feed = 0; T_calls = 0;
     fedc_log(FEDC_LOG_DEBUG, "server", "client %d: result for round %u accepted", r->client,
              r->t_round);
     Fedc__V1__ResultAck ack = FEDC__V1__RESULT_ACK__INIT;
@@ -927,15 +946,18 @@ static enum MHD_Result answer_status(fedc_server *s, req *r)
     json_object_set_new(o, "run_id", json_string(s->run_id));
     json_object_set_new(o, "state", json_string(s->phase == PHASE_DONE ? "done" : "running"));
     json_object_set_new(o, "stage", json_string(stage));
-    json_object_set_new(o, "round", json_integer(s->phase == PHASE_DONE ? s->final_rounds : s->round));
+    json_object_set_new(o, "round",
+                        json_integer(s->phase == PHASE_DONE ? s->final_rounds : s->round));
     json_object_set_new(o, "attempt", json_integer(s->attempt));
     json_object_set_new(o, "rounds", json_integer(s->rounds));
     json_object_set_new(o, "last_round", json_integer(fedc_engine_last_round(s->engine)));
-    json_object_set_new(o, "selected", json_integer((json_int_t)(s->phase == PHASE_FIT ? s->nselected : 0)));
+    json_object_set_new(o, "selected",
+                        json_integer((json_int_t)(s->phase == PHASE_FIT ? s->nselected : 0)));
     json_object_set_new(o, "accepted", json_integer(s->phase == PHASE_FIT ? s->accepted : 0));
     json_object_set_new(o, "target", json_integer(s->target));
     json_object_set_new(o, "model_version", json_integer((json_int_t)s->model.version));
-    json_object_set_new(o, "model_sha256", json_string(s->phase == PHASE_DONE ? s->final_sha : s->model.sha256));
+    json_object_set_new(o, "model_sha256",
+                        json_string(s->phase == PHASE_DONE ? s->final_sha : s->model.sha256));
     uint64_t now = fedci_now_ms();
     size_t seen = 0, recent = 0;
     for (size_t i = 0; i < s->nseen_cap; i++) {
@@ -967,7 +989,8 @@ static void prom(fedci_buf *b, const char *fmt, ...)
     va_start(ap, fmt);
     int n = vsnprintf(line, sizeof line, fmt, ap);
     va_end(ap);
-    if (n > 0) fedci_buf_append(b, line, (size_t)n < sizeof line ? (size_t)n : sizeof line - 1, NULL);
+    if (n > 0)
+        fedci_buf_append(b, line, (size_t)n < sizeof line ? (size_t)n : sizeof line - 1, NULL);
 }
 
 static enum MHD_Result answer_metrics(fedc_server *s, req *r)
@@ -981,18 +1004,30 @@ static enum MHD_Result answer_metrics(fedc_server *s, req *r)
     uint32_t accepted = s->phase == PHASE_FIT ? s->accepted : 0;
     int phase = s->phase;
     pthread_mutex_unlock(&s->lock);
-    prom(&b, "# HELP fedc_rounds_committed Last committed round.\n# TYPE fedc_rounds_committed gauge\n"
-             "fedc_rounds_committed %u\n", last);
-    prom(&b, "# HELP fedc_rounds_target run.rounds.\n# TYPE fedc_rounds_target gauge\n"
-             "fedc_rounds_target %u\n", s->rounds);
-    prom(&b, "# HELP fedc_round Round in progress (0 when none).\n# TYPE fedc_round gauge\n"
-             "fedc_round %u\n", phase == PHASE_FIT ? round : 0);
-    prom(&b, "# HELP fedc_round_attempt Attempt of the round in progress.\n# TYPE fedc_round_attempt gauge\n"
-             "fedc_round_attempt %u\n", attempt);
-    prom(&b, "# HELP fedc_round_accepted Results accepted in the round in progress.\n"
-             "# TYPE fedc_round_accepted gauge\nfedc_round_accepted %u\n", accepted);
-    prom(&b, "# HELP fedc_rounds_aborted_total Rounds re-run after missing their quorum.\n"
-             "# TYPE fedc_rounds_aborted_total counter\nfedc_rounds_aborted_total %llu\n",
+    prom(&b,
+         "# HELP fedc_rounds_committed Last committed round.\n# TYPE fedc_rounds_committed gauge\n"
+         "fedc_rounds_committed %u\n",
+         last);
+    prom(&b,
+         "# HELP fedc_rounds_target run.rounds.\n# TYPE fedc_rounds_target gauge\n"
+         "fedc_rounds_target %u\n",
+         s->rounds);
+    prom(&b,
+         "# HELP fedc_round Round in progress (0 when none).\n# TYPE fedc_round gauge\n"
+         "fedc_round %u\n",
+         phase == PHASE_FIT ? round : 0);
+    prom(&b,
+         "# HELP fedc_round_attempt Attempt of the round in progress.\n# TYPE fedc_round_attempt "
+         "gauge\n"
+         "fedc_round_attempt %u\n",
+         attempt);
+    prom(&b,
+         "# HELP fedc_round_accepted Results accepted in the round in progress.\n"
+         "# TYPE fedc_round_accepted gauge\nfedc_round_accepted %u\n",
+         accepted);
+    prom(&b,
+         "# HELP fedc_rounds_aborted_total Rounds re-run after missing their quorum.\n"
+         "# TYPE fedc_rounds_aborted_total counter\nfedc_rounds_aborted_total %llu\n",
          (unsigned long long)atomic_load(&st->rounds_aborted));
     prom(&b, "# HELP fedc_http_responses_total Responses by status code.\n"
              "# TYPE fedc_http_responses_total counter\n");
@@ -1009,37 +1044,58 @@ static enum MHD_Result answer_metrics(fedc_server *s, req *r)
     for (int i = 0; i < AUTH_REASONS_; i++)
         prom(&b, "fedc_auth_failures_total{reason=\"%s\"} %llu\n", auth_reason_name[i],
              (unsigned long long)atomic_load(&st->auth_fail[i]));
-    prom(&b, "# HELP fedc_results_total Results by outcome.\n# TYPE fedc_results_total counter\n"
-             "fedc_results_total{outcome=\"accepted\"} %llu\nfedc_results_total{outcome=\"refused\"} %llu\n"
-             "fedc_results_total{outcome=\"late\"} %llu\n",
+    prom(&b,
+         "# HELP fedc_results_total Results by outcome.\n# TYPE fedc_results_total counter\n"
+         "fedc_results_total{outcome=\"accepted\"} %llu\nfedc_results_total{outcome=\"refused\"} "
+         "%llu\n"
+         "fedc_results_total{outcome=\"late\"} %llu\n",
          (unsigned long long)atomic_load(&st->results_accepted),
          (unsigned long long)atomic_load(&st->results_refused),
          (unsigned long long)atomic_load(&st->results_late));
-    prom(&b, "# HELP fedc_bytes_received_total Request body bytes.\n# TYPE fedc_bytes_received_total counter\n"
-             "fedc_bytes_received_total %llu\n", (unsigned long long)atomic_load(&st->bytes_in));
-    prom(&b, "# HELP fedc_bytes_sent_total Response body bytes.\n# TYPE fedc_bytes_sent_total counter\n"
-             "fedc_bytes_sent_total %llu\n", (unsigned long long)atomic_load(&st->bytes_out));
-    prom(&b, "# HELP fedc_uploads_active Results being received.\n# TYPE fedc_uploads_active gauge\n"
-             "fedc_uploads_active %u\n", atomic_load(&st->uploads_active));
-    prom(&b, "# HELP fedc_checkins_waiting Check-ins held (long poll).\n# TYPE fedc_checkins_waiting gauge\n"
-             "fedc_checkins_waiting %zu\n", waiters);
-    prom(&b, "# HELP fedc_clients_allowed Keys on the allow-list.\n# TYPE fedc_clients_allowed gauge\n"
-             "fedc_clients_allowed %zu\n", allowed);
-    prom(&b, "# HELP fedc_clients_seen Allowed clients seen since start.\n# TYPE fedc_clients_seen gauge\n"
-             "fedc_clients_seen %zu\n", seen);
+    prom(&b,
+         "# HELP fedc_bytes_received_total Request body bytes.\n# TYPE fedc_bytes_received_total "
+         "counter\n"
+         "fedc_bytes_received_total %llu\n",
+         (unsigned long long)atomic_load(&st->bytes_in));
+    prom(&b,
+         "# HELP fedc_bytes_sent_total Response body bytes.\n# TYPE fedc_bytes_sent_total counter\n"
+         "fedc_bytes_sent_total %llu\n",
+         (unsigned long long)atomic_load(&st->bytes_out));
+    prom(&b,
+         "# HELP fedc_uploads_active Results being received.\n# TYPE fedc_uploads_active gauge\n"
+         "fedc_uploads_active %u\n",
+         atomic_load(&st->uploads_active));
+    prom(&b,
+         "# HELP fedc_checkins_waiting Check-ins held (long poll).\n# TYPE fedc_checkins_waiting "
+         "gauge\n"
+         "fedc_checkins_waiting %zu\n",
+         waiters);
+    prom(&b,
+         "# HELP fedc_clients_allowed Keys on the allow-list.\n# TYPE fedc_clients_allowed gauge\n"
+         "fedc_clients_allowed %zu\n",
+         allowed);
+    prom(&b,
+         "# HELP fedc_clients_seen Allowed clients seen since start.\n# TYPE fedc_clients_seen "
+         "gauge\n"
+         "fedc_clients_seen %zu\n",
+         seen);
     fedc_alloc_stats as;
     fedc_alloc_get_stats(&as);
-    prom(&b, "# HELP fedc_alloc_bytes Bytes held by libfedc allocations.\n# TYPE fedc_alloc_bytes gauge\n"
-             "fedc_alloc_bytes %zu\n", as.current_bytes);
-    enum MHD_Result rc = respond(r, 200, "text/plain; version=0.0.4", b.data ? (char *)b.data : "",
-                                 b.len, NULL, 0);
+    prom(&b,
+         "# HELP fedc_alloc_bytes Bytes held by libfedc allocations.\n# TYPE fedc_alloc_bytes "
+         "gauge\n"
+         "fedc_alloc_bytes %zu\n",
+         as.current_bytes);
+    enum MHD_Result rc =
+        respond(r, 200, "text/plain; version=0.0.4", b.data ? (char *)b.data : "", b.len, NULL, 0);
     fedci_buf_fini(&b);
     return rc;
 }
 
 static enum MHD_Result on_complete(fedc_server *s, req *r)
 {
-    if (r->fail_code) return respond_error(r, r->fail_code, r->fail_msg, r->fail_code == 503 ? 1000 : 0);
+    if (r->fail_code)
+        return respond_error(r, r->fail_code, r->fail_msg, r->fail_code == 503 ? 1000 : 0);
     if (r->route == R_STATUS) return answer_status(s, r);
     if (r->route == R_METRICS) return answer_metrics(s, r);
     if (!r->parsed && !r->woken) {
@@ -1051,7 +1107,8 @@ static enum MHD_Result on_complete(fedc_server *s, req *r)
                 r->buf = NULL;
             }
             char d[96];
-            snprintf(d, sizeof d, "client %d: body does not match its signed hash (%" PRIu64 " bytes)",
+            snprintf(d, sizeof d,
+                     "client %d: body does not match its signed hash (%" PRIu64 " bytes)",
                      r->client, r->body_len);
             return auth_fail(r, AUTH_BODY_MISMATCH, d);
         }
@@ -1066,8 +1123,8 @@ static enum MHD_Result on_complete(fedc_server *s, req *r)
 }
 
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url,
-                                  const char *method, const char *version,
-                                  const char *upload_data, size_t *upload_size, void **req_cls)
+                                  const char *method, const char *version, const char *upload_data,
+                                  size_t *upload_size, void **req_cls)
 {
     (void)version;
     fedc_server *s = cls;
@@ -1129,13 +1186,16 @@ fedc_status fedci_server_publish_model(fedc_server *s, uint64_t version, const c
     const float *g = fedc_engine_global(s->engine);
     const fedc_layout *lay = fedc_engine_layout(s->engine);
     char sha[65];
-    if (given_sha) snprintf(sha, sizeof sha, "%s", given_sha);
-    else fedc_vec_sha256_hex(s->num_params, g, sha);
+    if (given_sha)
+        snprintf(sha, sizeof sha, "%s", given_sha);
+    else
+        fedc_vec_sha256_hex(s->num_params, g, sha);
     Fedc__V1__ModelRef mref = FEDC__V1__MODEL_REF__INIT;
     Fedc__V1__ModelHeader hdr = FEDC__V1__MODEL_HEADER__INIT;
     Fedc__V1__TensorInfo *tis = fedc_calloc(lay->count ? lay->count : 1, sizeof *tis);
     Fedc__V1__TensorInfo **tptr = fedc_calloc(lay->count ? lay->count : 1, sizeof *tptr);
-    int64_t *shapes = fedc_calloc((lay->count ? lay->count : 1) * FEDC_TENSOR_MAX_DIMS, sizeof *shapes);
+    int64_t *shapes =
+        fedc_calloc((lay->count ? lay->count : 1) * FEDC_TENSOR_MAX_DIMS, sizeof *shapes);
     fedci_buf b = {0};
     fedc_status st = FEDC_OK;
     if (!tis || !tptr || !shapes) st = fedc_err_set(err, FEDC_ERR_NOMEM, "out of memory");
@@ -1188,7 +1248,8 @@ fedc_status fedci_server_publish_model(fedc_server *s, uint64_t version, const c
     snprintf(etag, sizeof etag, "\"%s\"", sha);
     MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, FEDCI_CT_STREAM);
     MHD_add_response_header(resp, MHD_HTTP_HEADER_ETAG, etag);
-    MHD_add_response_header(resp, MHD_HTTP_HEADER_CACHE_CONTROL, "public, max-age=31536000, immutable");
+    MHD_add_response_header(resp, MHD_HTTP_HEADER_CACHE_CONTROL,
+                            "public, max-age=31536000, immutable");
     pthread_mutex_lock(&s->lock);
     struct MHD_Response *old = s->model.resp;
     s->model.resp = resp;

@@ -68,7 +68,7 @@ struct req;
 #define FEDCI_HTTP_CODES 10
 #define FEDCI_AUTH_REASONS 7
 typedef struct server_stats {
-    atomic_ullong http[FEDCI_HTTP_CODES];      /* by status code (server_http.c's table) */
+    atomic_ullong http[FEDCI_HTTP_CODES];        /* by status code (server_http.c's table) */
     atomic_ullong auth_fail[FEDCI_AUTH_REASONS]; /* by reason (server_http.c's table) */
     atomic_ullong results_accepted, results_refused, results_late;
     atomic_ullong bytes_in, bytes_out;
@@ -79,7 +79,7 @@ typedef struct server_stats {
 struct fedc_server {
     const fedc_config *cfg;
     const fedc_trainer *trainer;
-    void *worker;      /* the trainer's worker state for central evaluation */
+    void *worker; /* the trainer's worker state for central evaluation */
     int worker_ready;
     fedc_engine *engine;
     fedc_store *store;
@@ -121,7 +121,7 @@ struct fedc_server {
     uint32_t round, attempt;
     uint32_t *selected; /* sorted ids */
     size_t nselected;
-    part_info *parts;   /* per position in selected */
+    part_info *parts; /* per position in selected */
     uint32_t accepted, refused;
     double round_t0, round_deadline; /* monotonic seconds */
     uint64_t deadline_wall_ms;

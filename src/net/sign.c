@@ -28,10 +28,7 @@ struct fedc_key {
 static pthread_once_t sodium_once = PTHREAD_ONCE_INIT;
 static int sodium_ok = -1;
 
-static void do_sodium_init(void)
-{
-    sodium_ok = sodium_init() < 0 ? -1 : 0;
-}
+static void do_sodium_init(void) { sodium_ok = sodium_init() < 0 ? -1 : 0; }
 
 int fedci_sodium_init(void)
 {
@@ -81,8 +78,7 @@ static int is_hex(const char *s, size_t n)
 {
     for (size_t i = 0; i < n; i++) {
         char c = s[i];
-        if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F')))
-            return 0;
+        if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F'))) return 0;
     }
     return 1;
 }
@@ -104,8 +100,7 @@ fedc_status fedc_key_public_parse(const char *text, uint8_t pk[FEDC_KEY_PUBLIC_B
     const char *s = text;
     while (*s == ' ' || *s == '\t' || *s == '\n' || *s == '\r') s++;
     size_t n = strlen(s);
-    while (n && (s[n - 1] == ' ' || s[n - 1] == '\t' || s[n - 1] == '\n' || s[n - 1] == '\r'))
-        n--;
+    while (n && (s[n - 1] == ' ' || s[n - 1] == '\t' || s[n - 1] == '\n' || s[n - 1] == '\r')) n--;
     if (hex_exact(s, n, pk, FEDC_KEY_PUBLIC_BYTES) != 0)
         return fedc_err_set(err, FEDC_ERR_FORMAT,
                             "'%.80s' is not a public key (64 hex digits expected)", text);
@@ -168,7 +163,8 @@ fedc_status fedc_key_read(const char *path, fedc_key **out, fedc_err *err)
     ssize_t n = 0;
     if (st == FEDC_OK) {
         n = read(fd, text, KEY_FILE_MAX + 1);
-        if (n < 0) st = fedc_err_set(err, FEDC_ERR_IO, "%s: %s", path, strerror(errno));
+        if (n < 0)
+            st = fedc_err_set(err, FEDC_ERR_IO, "%s: %s", path, strerror(errno));
         else if (n > KEY_FILE_MAX)
             st = fedc_err_set(err, FEDC_ERR_FORMAT, "%s: too large for a key file", path);
     }
@@ -202,8 +198,8 @@ fedc_status fedc_key_read(const char *path, fedc_key **out, fedc_err *err)
                 have_pk = 1;
             } else {
                 st = fedc_err_set(err, FEDC_ERR_FORMAT,
-                                  "%s:%d: not a fedc key file line (expected '%s ...')", path,
-                                  line, KEY_TAG);
+                                  "%s:%d: not a fedc key file line (expected '%s ...')", path, line,
+                                  KEY_TAG);
             }
         }
     }
@@ -253,8 +249,7 @@ int fedci_auth_verify(const fedci_auth *a, const char *method, const char *path)
     char msg[2048];
     if (strlen(path) > 1024 || strlen(method) > 16) return -1;
     size_t n = auth_message(method, path, a->ts_ms, a->nonce, a->body_hash, msg, sizeof msg);
-    return crypto_sign_verify_detached(a->sig, (const unsigned char *)msg, n, a->pk) == 0 ? 0
-                                                                                         : -1;
+    return crypto_sign_verify_detached(a->sig, (const unsigned char *)msg, n, a->pk) == 0 ? 0 : -1;
 }
 
 void fedci_auth_format(const fedci_auth *a, char *out, size_t size)
@@ -334,8 +329,8 @@ fedc_status fedci_auth_parse(const char *value, size_t len, fedci_auth *out, fed
         while (*p == ' ') p++;
         if (*p == '\0') break;
         if (*p != ',')
-            return fedc_err_set(err, FEDC_ERR_FORMAT,
-                                "Authorization: expected ',' at column %zu", (size_t)(p - buf));
+            return fedc_err_set(err, FEDC_ERR_FORMAT, "Authorization: expected ',' at column %zu",
+                                (size_t)(p - buf));
         p++;
     }
     for (int i = 0; i < 5; i++)

@@ -39,8 +39,8 @@ fedc_status fedci_buf_reserve(fedci_buf *b, size_t extra, fedc_err *err)
 {
     if (extra <= b->cap - b->len) return FEDC_OK;
     if (extra > SIZE_MAX / 2 - b->len)
-        return fedc_err_set(err, FEDC_ERR_NOMEM, "buffer of %zu + %zu bytes is too large",
-                            b->len, extra);
+        return fedc_err_set(err, FEDC_ERR_NOMEM, "buffer of %zu + %zu bytes is too large", b->len,
+                            extra);
     size_t cap = b->cap ? b->cap : 256;
     while (cap - b->len < extra) cap *= 2;
     uint8_t *p = fedc_realloc(b->data, cap);
@@ -66,19 +66,18 @@ fedc_status fedci_pack(const ProtobufCMessage *msg, fedci_buf *b, fedc_err *err)
     FEDC_TRY(fedci_buf_reserve(b, n + 1, err)); /* + 1: never a NULL buffer, even for n = 0 */
     size_t w = protobuf_c_message_pack(msg, b->data + b->len);
     if (w != n)
-        return fedc_err_set(err, FEDC_ERR_INTERNAL, "protobuf pack wrote %zu bytes, not %zu", w,
-                            n);
+        return fedc_err_set(err, FEDC_ERR_INTERNAL, "protobuf pack wrote %zu bytes, not %zu", w, n);
     b->len += n;
     return FEDC_OK;
 }
 
-fedc_status fedci_unpack(const ProtobufCMessageDescriptor *desc, const uint8_t *data,
-                         size_t len, const char *what, ProtobufCMessage **out, fedc_err *err)
+fedc_status fedci_unpack(const ProtobufCMessageDescriptor *desc, const uint8_t *data, size_t len,
+                         const char *what, ProtobufCMessage **out, fedc_err *err)
 {
     *out = protobuf_c_message_unpack(desc, &fedci_pb_allocator, len, data);
     if (!*out)
-        return fedc_err_set(err, FEDC_ERR_FORMAT, "%s: %zu bytes are not a valid %s message",
-                            what, len, desc->short_name);
+        return fedc_err_set(err, FEDC_ERR_FORMAT, "%s: %zu bytes are not a valid %s message", what,
+                            len, desc->short_name);
     return FEDC_OK;
 }
 
@@ -117,8 +116,7 @@ fedc_status fedci_frame_append(const ProtobufCMessage *msg, fedci_buf *b, fedc_e
     b->len += fedci_varint_put(b->data + b->len, n);
     size_t w = protobuf_c_message_pack(msg, b->data + b->len);
     if (w != n)
-        return fedc_err_set(err, FEDC_ERR_INTERNAL, "protobuf pack wrote %zu bytes, not %zu", w,
-                            n);
+        return fedc_err_set(err, FEDC_ERR_INTERNAL, "protobuf pack wrote %zu bytes, not %zu", w, n);
     b->len += n;
     return FEDC_OK;
 }
@@ -135,10 +133,7 @@ void fedci_framer_fini(fedci_framer *f)
     f->buf = NULL;
 }
 
-int fedci_framer_at_boundary(const fedci_framer *f)
-{
-    return !f->in_body && f->varint_bytes == 0;
-}
+int fedci_framer_at_boundary(const fedci_framer *f) { return !f->in_body && f->varint_bytes == 0; }
 
 fedc_status fedci_framer_feed(fedci_framer *f, const uint8_t *data, size_t n, fedci_frame_fn fn,
                               void *user, fedc_err *err)
@@ -266,8 +261,10 @@ int fedci_chunk_parse(const uint8_t *msg, size_t len, uint64_t *offset, const ui
         switch (wt) {
         case 0:
             if (get_varint(&p, end, 10, &v) != 0) return -1;
-            if (field == 1) *offset = v;
-            else if (field == 2) return -1;
+            if (field == 1)
+                *offset = v;
+            else if (field == 2)
+                return -1;
             break;
         case 1:
             if (field == 1 || field == 2 || end - p < 8) return -1;
@@ -292,8 +289,7 @@ int fedci_chunk_parse(const uint8_t *msg, size_t len, uint64_t *offset, const ui
     return 0;
 }
 
-static fedc_status vs_frame(void *user, const uint8_t *msg, size_t len, uint64_t at,
-                            fedc_err *err)
+static fedc_status vs_frame(void *user, const uint8_t *msg, size_t len, uint64_t at, fedc_err *err)
 {
     fedci_vstream *vs = user;
     const char *name = vs_name(vs->kind);
@@ -358,8 +354,8 @@ fedc_status fedci_vstream_finish(fedci_vstream *vs, fedc_err *err)
     const char *name = vs_name(vs->kind);
     if (!fedci_framer_at_boundary(&vs->framer))
         return fedc_err_set(err, FEDC_ERR_FORMAT,
-                            "%s: truncated: the body ends inside a message at byte %" PRIu64,
-                            name, vs->framer.consumed);
+                            "%s: truncated: the body ends inside a message at byte %" PRIu64, name,
+                            vs->framer.consumed);
     if (!vs->header)
         return fedc_err_set(err, FEDC_ERR_FORMAT, "%s: empty: no header message", name);
     if (vs->filled != vs->dest_bytes)
@@ -409,7 +405,9 @@ void fedci_config_value_text(const fedc_config *cfg, const fedc_config_key *k, c
     switch (k->type) {
     case FEDC_CFG_INT: snprintf(buf, size, "%lld", (long long)fedc_config_int(cfg, dotted)); break;
     case FEDC_CFG_DOUBLE: snprintf(buf, size, "%.17g", fedc_config_double(cfg, dotted)); break;
-    case FEDC_CFG_BOOL: snprintf(buf, size, "%s", fedc_config_bool(cfg, dotted) ? "true" : "false"); break;
+    case FEDC_CFG_BOOL:
+        snprintf(buf, size, "%s", fedc_config_bool(cfg, dotted) ? "true" : "false");
+        break;
     default: snprintf(buf, size, "%s", fedc_config_str(cfg, dotted)); break;
     }
 }

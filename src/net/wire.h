@@ -45,8 +45,8 @@ fedc_status fedci_buf_append(fedci_buf *b, const void *data, size_t n, fedc_err 
 fedc_status fedci_pack(const ProtobufCMessage *msg, fedci_buf *b, fedc_err *err);
 /* Decodes one message of type `desc`; `what` names it in messages ("check-in request").
  * *out is freed with fedci_unpacked_free. Errors: FEDC_ERR_FORMAT, FEDC_ERR_NOMEM. */
-fedc_status fedci_unpack(const ProtobufCMessageDescriptor *desc, const uint8_t *data,
-                         size_t len, const char *what, ProtobufCMessage **out, fedc_err *err);
+fedc_status fedci_unpack(const ProtobufCMessageDescriptor *desc, const uint8_t *data, size_t len,
+                         const char *what, ProtobufCMessage **out, fedc_err *err);
 void fedci_unpacked_free(ProtobufCMessage *msg); /* NULL allowed */
 
 /* ---- length-delimited framing ---- */
@@ -68,8 +68,8 @@ typedef struct fedci_framer {
     uint64_t frame_start; /* stream offset of the current frame's length prefix */
     uint64_t want;        /* bytes of the current frame's body (when in_body) */
     int in_body;
-    int varint_bytes;     /* bytes of the length prefix read so far */
-    uint8_t *buf;         /* partial body */
+    int varint_bytes; /* bytes of the length prefix read so far */
+    uint8_t *buf;     /* partial body */
     size_t have;
 } fedci_framer;
 
@@ -84,8 +84,8 @@ int fedci_framer_at_boundary(const fedci_framer *f);
 
 /* ---- vector streams: header message + Chunks of a float32 vector ---- */
 typedef enum fedci_vs_kind {
-    FEDCI_VS_MODEL = 0,  /* ModelHeader, then num_params floats */
-    FEDCI_VS_RESULT = 1  /* ResultHeader, then num_params floats (none for STAGE_EVALUATE) */
+    FEDCI_VS_MODEL = 0, /* ModelHeader, then num_params floats */
+    FEDCI_VS_RESULT = 1 /* ResultHeader, then num_params floats (none for STAGE_EVALUATE) */
 } fedci_vs_kind;
 
 /* Called once the header is decoded: checks it, and gives where the vector goes (*dest, of

@@ -125,10 +125,7 @@ void fedc_store_close(fedc_store *st)
     fedc_free(st);
 }
 
-const char *fedc_store_dir(const fedc_store *st)
-{
-    return st->dir;
-}
+const char *fedc_store_dir(const fedc_store *st) { return st->dir; }
 
 fedc_status fedc_store_open(const char *dir, fedc_store **out, fedc_err *err)
 {
@@ -142,7 +139,8 @@ fedc_status fedc_store_open(const char *dir, fedc_store **out, fedc_err *err)
     st->db_path = join_path(dir, "fedc.db");
     char *cdir = join_path(dir, "checkpoints");
     fedc_status s = FEDC_OK;
-    if (!st->dir || !st->db_path || !cdir) s = fedc_err_set(err, FEDC_ERR_NOMEM, "store: out of memory");
+    if (!st->dir || !st->db_path || !cdir)
+        s = fedc_err_set(err, FEDC_ERR_NOMEM, "store: out of memory");
     if (s == FEDC_OK && mkdir(cdir, 0700) != 0 && errno != EEXIST)
         s = fedc_err_set(err, FEDC_ERR_IO, "cannot create %s: %s", cdir, strerror(errno));
     if (s == FEDC_OK) {
@@ -245,8 +243,7 @@ fedc_status fedc_store_allow(fedc_store *st, const uint8_t pk[FEDC_KEY_PUBLIC_BY
     return s;
 }
 
-fedc_status fedc_store_allow_file(fedc_store *st, const char *path, size_t *added,
-                                  fedc_err *err)
+fedc_status fedc_store_allow_file(fedc_store *st, const char *path, size_t *added, fedc_err *err)
 {
     if (added) *added = 0;
     FILE *f = fopen(path, "r");
@@ -368,8 +365,7 @@ static fedc_status load_last_round(fedc_store *st, fedc_store_run *run, fedc_err
 }
 
 fedc_status fedc_store_run_open(fedc_store *st, const char *config_text, const char *fingerprint,
-                                uint32_t rounds, fedc_store_run *run, int *resumed,
-                                fedc_err *err)
+                                uint32_t rounds, fedc_store_run *run, int *resumed, fedc_err *err)
 {
     memset(run, 0, sizeof *run);
     *resumed = 0;
@@ -456,12 +452,13 @@ fedc_status fedc_store_run_get(fedc_store *st, fedc_store_run *run, fedc_err *er
 fedc_status fedc_store_run_finish(fedc_store *st, const char *model_sha256, fedc_err *err)
 {
     sqlite3_stmt *q = NULL;
-    FEDC_TRY(prepare(st, "UPDATE runs SET finished = ?1, model_sha256 = ?2 WHERE id = ?3", &q,
-                     err));
+    FEDC_TRY(
+        prepare(st, "UPDATE runs SET finished = ?1, model_sha256 = ?2 WHERE id = ?3", &q, err));
     sqlite3_bind_int64(q, 1, (sqlite3_int64)time(NULL));
     sqlite3_bind_text(q, 2, model_sha256, -1, SQLITE_STATIC);
     sqlite3_bind_text(q, 3, st->run_id, -1, SQLITE_STATIC);
-    fedc_status s = sqlite3_step(q) == SQLITE_DONE ? FEDC_OK : db_error(st, err, "finishing the run");
+    fedc_status s =
+        sqlite3_step(q) == SQLITE_DONE ? FEDC_OK : db_error(st, err, "finishing the run");
     sqlite3_finalize(q);
     return s;
 }
@@ -472,12 +469,13 @@ void fedc_store_checkpoint_path(const fedc_store *st, uint32_t round, char *buf,
 }
 
 /* The record's fields kept as named metrics. */
-#define REC_METRICS(X)                                                                         \
-    X("examples", examples) X("train_loss", train_loss) X("test_loss", test_loss)             \
-    X("test_accuracy", test_accuracy) X("fed_loss", fed_loss) X("fed_accuracy", fed_accuracy) \
-    X("fed_clients", fed_clients) X("bytes_down", bytes_down) X("bytes_up", bytes_up)         \
-    X("fit_seconds", fit_seconds) X("update_norm", update_norm) X("evaluated", evaluated)     \
-    X("fed_evaluated", fed_evaluated)
+#define REC_METRICS(X)                                                                             \
+    X("examples", examples)                                                                        \
+    X("train_loss", train_loss) X("test_loss", test_loss) X("test_accuracy", test_accuracy)        \
+        X("fed_loss", fed_loss) X("fed_accuracy", fed_accuracy) X("fed_clients", fed_clients)      \
+            X("bytes_down", bytes_down) X("bytes_up", bytes_up) X("fit_seconds", fit_seconds)      \
+                X("update_norm", update_norm) X("evaluated", evaluated)                            \
+                    X("fed_evaluated", fed_evaluated)
 
 static fedc_status put_metric(fedc_store *st, sqlite3_stmt *q, uint32_t round, const char *name,
                               double v, fedc_err *err)
@@ -499,7 +497,8 @@ fedc_status fedc_store_commit_round(fedc_store *st, const fedc_store_round *r,
     const fedc_round_record *rec = &r->rec;
     FEDC_TRY(exec(st, "BEGIN IMMEDIATE;", err));
     sqlite3_stmt *q = NULL;
-    fedc_status s = prepare(st, "SELECT COALESCE(MAX(round), 0) FROM rounds WHERE run = ?1", &q, err);
+    fedc_status s =
+        prepare(st, "SELECT COALESCE(MAX(round), 0) FROM rounds WHERE run = ?1", &q, err);
     if (s == FEDC_OK) {
         sqlite3_bind_text(q, 1, st->run_id, -1, SQLITE_STATIC);
         if (sqlite3_step(q) != SQLITE_ROW)
@@ -534,7 +533,7 @@ fedc_status fedc_store_commit_round(fedc_store *st, const fedc_store_round *r,
     if (s == FEDC_OK)
         s = prepare(st, "INSERT INTO metrics(run, round, name, value) VALUES(?1, ?2, ?3, ?4)", &q,
                     err);
-#define PUT(name, field)                                                                       \
+#define PUT(name, field)                                                                           \
     if (s == FEDC_OK) s = put_metric(st, q, rec->round, name, (double)rec->field, err);
     REC_METRICS(PUT)
 #undef PUT
@@ -583,8 +582,8 @@ fedc_status fedc_store_rounds(fedc_store *st, fedc_store_round_fn fn, void *user
                      "SELECT round, attempt, committed, model_sha256, checkpoint, selected,"
                      " participants, rejected, seconds FROM rounds WHERE run = ?1 ORDER BY round",
                      &q, err));
-    fedc_status s = prepare(st, "SELECT name, value FROM metrics WHERE run = ?1 AND round = ?2",
-                            &m, err);
+    fedc_status s =
+        prepare(st, "SELECT name, value FROM metrics WHERE run = ?1 AND round = ?2", &m, err);
     sqlite3_bind_text(q, 1, st->run_id, -1, SQLITE_STATIC);
     int rc = SQLITE_DONE;
     while (s == FEDC_OK && (rc = sqlite3_step(q)) == SQLITE_ROW) {
@@ -612,23 +611,37 @@ fedc_status fedc_store_rounds(fedc_store *st, fedc_store_round_fn fn, void *user
             double v = col_double(m, 1);
             if (!name) continue;
             double c = isfinite(v) ? v : 0; /* counts are never NULL; losses may be */
-            if (!strcmp(name, "examples")) rec->examples = (uint64_t)c;
-            else if (!strcmp(name, "train_loss")) rec->train_loss = v;
-            else if (!strcmp(name, "test_loss")) rec->test_loss = v;
-            else if (!strcmp(name, "test_accuracy")) rec->test_accuracy = v;
-            else if (!strcmp(name, "fed_loss")) rec->fed_loss = v;
-            else if (!strcmp(name, "fed_accuracy")) rec->fed_accuracy = v;
-            else if (!strcmp(name, "fed_clients")) rec->fed_clients = (uint32_t)c;
-            else if (!strcmp(name, "bytes_down")) rec->bytes_down = (uint64_t)c;
-            else if (!strcmp(name, "bytes_up")) rec->bytes_up = (uint64_t)c;
-            else if (!strcmp(name, "fit_seconds")) rec->fit_seconds = c;
-            else if (!strcmp(name, "update_norm")) rec->update_norm = c;
-            else if (!strcmp(name, "evaluated")) rec->evaluated = (int)c;
-            else if (!strcmp(name, "fed_evaluated")) rec->fed_evaluated = (int)c;
+            if (!strcmp(name, "examples"))
+                rec->examples = (uint64_t)c;
+            else if (!strcmp(name, "train_loss"))
+                rec->train_loss = v;
+            else if (!strcmp(name, "test_loss"))
+                rec->test_loss = v;
+            else if (!strcmp(name, "test_accuracy"))
+                rec->test_accuracy = v;
+            else if (!strcmp(name, "fed_loss"))
+                rec->fed_loss = v;
+            else if (!strcmp(name, "fed_accuracy"))
+                rec->fed_accuracy = v;
+            else if (!strcmp(name, "fed_clients"))
+                rec->fed_clients = (uint32_t)c;
+            else if (!strcmp(name, "bytes_down"))
+                rec->bytes_down = (uint64_t)c;
+            else if (!strcmp(name, "bytes_up"))
+                rec->bytes_up = (uint64_t)c;
+            else if (!strcmp(name, "fit_seconds"))
+                rec->fit_seconds = c;
+            else if (!strcmp(name, "update_norm"))
+                rec->update_norm = c;
+            else if (!strcmp(name, "evaluated"))
+                rec->evaluated = (int)c;
+            else if (!strcmp(name, "fed_evaluated"))
+                rec->fed_evaluated = (int)c;
         }
         if (fn(user, &r)) break;
     }
-    if (s == FEDC_OK && rc != SQLITE_DONE && rc != SQLITE_ROW) s = db_error(st, err, "reading rounds");
+    if (s == FEDC_OK && rc != SQLITE_DONE && rc != SQLITE_ROW)
+        s = db_error(st, err, "reading rounds");
     sqlite3_finalize(q);
     sqlite3_finalize(m);
     return s;
@@ -638,10 +651,11 @@ fedc_status fedc_store_participants(fedc_store *st, uint32_t round, fedc_store_p
                                     void *user, fedc_err *err)
 {
     sqlite3_stmt *q = NULL;
-    FEDC_TRY(prepare(st,
-                     "SELECT client, status, num_examples, train_loss, fit_seconds, bytes_up, detail"
-                     " FROM participation WHERE run = ?1 AND round = ?2 ORDER BY client",
-                     &q, err));
+    FEDC_TRY(
+        prepare(st,
+                "SELECT client, status, num_examples, train_loss, fit_seconds, bytes_up, detail"
+                " FROM participation WHERE run = ?1 AND round = ?2 ORDER BY client",
+                &q, err));
     sqlite3_bind_text(q, 1, st->run_id, -1, SQLITE_STATIC);
     sqlite3_bind_int64(q, 2, round);
     int rc;

@@ -1,0 +1,227 @@
+#!/usr/bin/env bash
+# Real federations on loopback (issue 6): `fedc server` and 5 `fedc client` processes over TLS
+# with a test CA made here end with the model `fedc sim` makes (bit-identical); clients that
+# vanish mid-round are covered by over-selection and the deadline; a round that misses its
+# quorum is re-run. Also: keygen, allow-list, certificate and key refusals.
+set -u
+. "$FEDC_SRC/tests/lib.sh"
+
+PIDS=()
+cleanup() {
+  for p in "${PIDS[@]}"; do kill -CONT "$p" 2>/dev/null; kill -9 "$p" 2>/dev/null; done
+  wait 2>/dev/null
+  rm -rf "$TMP"
+}
+trap cleanup EXIT
+
+# wait_for FILE REGEX SECONDS: until a line of FILE matches.
+wait_for() {
+  local f=$1 re=$2 t=$(( $3 * 10 ))
+  for ((i = 0; i < t; i++)); do
+    grep -Eq -- "$re" "$f" 2>/dev/null && return 0
+    sleep 0.1
+  done
+  return 1
+}
+# wait_exit PID SECONDS: waits for PID to end; sets EXIT_CODE (124 on timeout).
+wait_exit() {
+  local p=$1 t=$(( $2 * 10 ))
+  for ((i = 0; i < t; i++)); do
+    if ! kill -0 "$p" 2>/dev/null; then wait "$p"; EXIT_CODE=$?; return 0; fi
+    sleep 0.1
+  done
+  EXIT_CODE=124
+  return 1
+}
+kill9() { kill -9 "$1" 2>/dev/null; wait "$1" 2>/dev/null; }
+port_of() { grep -o '"port":[0-9]*' "$1" | head -1 | cut -d: -f2; }
+same() { [[ -n "$1" && "$1" == "$2" ]]; }  # non-empty and equal
+sha_of() { grep -o '"model_sha256":"[0-9a-f]*"' "$1" | tail -1 | cut -d'"' -f4; }
+
+# ---- a test CA and a server certificate for 127.0.0.1 / localhost ----
+cd "$TMP"
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout ca.key \
+  -out ca.pem -days 2 -subj "/CN=fedc test CA" >/dev/null 2>&1
+openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout srv.key \
+  -out srv.csr -subj "/CN=localhost" >/dev/null 2>&1
+printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n' >ext.cnf
+openssl x509 -req -in srv.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out srv.pem -days 2 \
+  -extfile ext.cnf >/dev/null 2>&1
+check "openssl made a CA and a server certificate" test -s srv.pem
+
+# ---- keys ----
+for i in 0 1 2 3 4 5; do "$FEDC" keygen --out "k$i.key" >"k$i.pub" 2>/dev/null; done
+check "keygen writes the secret key with mode 0600" test "$(stat -c %a k0.key)" = 600
+check "keygen prints a 64-hex public key" grep -Eq '^[0-9a-f]{64}$' k0.pub
+expect_exit 1 "$FEDC" keygen --out k0.key
+expect_err "never overwritten" "$FEDC" keygen --out k0.key
+expect_out "$(cat k0.pub)" "$FEDC" keygen --show k0.key
+cp k0.key open.key && chmod 644 open.key
+expect_err "too open" "$FEDC" keygen --show open.key
+cat k0.pub k1.pub k2.pub k3.pub k4.pub >allow5.txt
+expect_err "not a public key" "$FEDC" server allow nothex --state st0
+
+cat >run.ini <<'INI'
+[run]
+seed = 3
+rounds = 4
+[clients]
+count = 5
+per_round = 5
+min = 5
+[data]
+dataset = synthetic-iid
+partition = dirichlet
+alpha = 1.0
+[model]
+spec = logreg
+[train]
+epochs = 1
+lr = 1.0
+[strategy]
+name = fedavg
+[eval]
+every = 2
+[round]
+deadline = 60
+[client]
+retry_initial = 0.1
+retry_max = 0.5
+INI
+
+"$FEDC" sim run.ini --json --threads 1 >sim.out 2>/dev/null
+SIM_SHA=$(sha_of sim.out)
+check "fedc sim gives a model hash" test -n "$SIM_SHA"
+
+# ---- 1. TLS, 5 clients, no dropouts: bit-identical to fedc sim ----
+"$FEDC" server run.ini --listen 127.0.0.1:0 --state st1 --tls-cert srv.pem --tls-key srv.key \
+  --allow-file allow5.txt --json >srv1.out 2>srv1.err &
+SRV=$!; PIDS+=("$SRV")
+wait_for srv1.out '"listening":"https://' 15
+PORT=$(port_of srv1.out)
+check "server listens on a port ($PORT)" test -n "$PORT"
+URL="https://127.0.0.1:$PORT"
+
+# refusals while the server runs: no CA, an unknown key, a key file others can read
+expect_exit 1 "$FEDC" client --server "$URL" --key k0.key --config run.ini
+expect_err "certificate" "$FEDC" client --server "$URL" --key k0.key --config run.ini
+expect_err "allow-list" "$FEDC" client --server "$URL" --key k5.key --ca ca.pem --config run.ini \
+  --set client.retry_max=0.05 --set client.retry_initial=0.01
+expect_err "too open" "$FEDC" client --server "$URL" --key open.key --ca ca.pem --config run.ini
+expect_exit 2 "$FEDC" client --key k0.key
+grep -q "unknown_key" srv1.err && pass "the server logs the unknown key" || fail "no unknown_key in the server log"
+
+CL=()
+for i in 0 1 2 3 4; do
+  "$FEDC" client --server "$URL" --key "k$i.key" --ca ca.pem --config run.ini --json \
+    >"c1_$i.out" 2>"c1_$i.err" &
+  CL+=($!); PIDS+=($!)
+done
+wait_exit "$SRV" 60
+check "server exits 0 at the end of the run (got $EXIT_CODE)" test "$EXIT_CODE" -eq 0
+SRV_SHA=$(sha_of srv1.out)
+check "server's final model == fedc sim's ($SIM_SHA)" same "$SRV_SHA" "$SIM_SHA"
+check "one JSON line per round" test "$(grep -c '"round":' srv1.out)" -eq 4
+check "every round had 5 of 5 results" test "$(grep -c '"selected":5,"participants":5' srv1.out)" -eq 4
+ok=1
+for i in 0 1 2 3 4; do
+  wait_exit "${CL[$i]}" 20 || ok=0
+  [[ $EXIT_CODE == 0 ]] || ok=0
+  [[ "$(sha_of "c1_$i.out")" == "$SIM_SHA" ]] || ok=0
+  grep -q '"accepted":4' "c1_$i.out" || ok=0
+done
+check "each client exits 0, had 4 results accepted, and reports the final hash" test $ok = 1
+"$FEDC" inspect st1/model.safetensors --json >insp.out 2>&1
+check "DIR/model.safetensors holds that model" grep -q "$SIM_SHA" insp.out
+"$FEDC" server rounds --state st1 --json >rounds1.out 2>&1
+check "the store lists 4 committed rounds" test "$(grep -c '"round"' rounds1.out)" -eq 4
+check "the last committed round's hash is the final model's" same "$(sha_of rounds1.out)" "$SIM_SHA"
+"$FEDC" server clients --state st1 --json >clients1.out 2>&1
+check "the allow-list has 5 clients with ids 0..4" grep -q "\"client_id\":4,\"public_key\":\"$(cat k4.pub)\"" clients1.out
+
+# ---- 2. dropouts: over-selection, the deadline, and a round re-run for its quorum ----
+cat >drop.ini <<'INI'
+[run]
+seed = 5
+rounds = 150
+[clients]
+count = 6
+per_round = 4
+min = 3
+[data]
+dataset = synthetic-iid
+[model]
+spec = logreg
+[train]
+epochs = 1
+lr = 0.5
+[eval]
+every = 0
+[round]
+overselect = 0.5
+deadline = 1.5
+retry_delay = 0.1
+[client]
+retry_initial = 0.1
+retry_max = 0.3
+wait = 5
+INI
+cat k0.pub k1.pub k2.pub k3.pub k4.pub k5.pub >allow6.txt
+"$FEDC" server drop.ini --listen 127.0.0.1:0 --state st2 --allow-file allow6.txt --json \
+  --set run.log_level=info >srv2.out 2>srv2.err &
+SRV=$!; PIDS+=("$SRV")
+wait_for srv2.out '"listening"' 15
+URL="http://127.0.0.1:$(port_of srv2.out)"
+CL=()
+for i in 0 1 2 3 4 5; do
+  "$FEDC" client --server "$URL" --key "k$i.key" --config drop.ini --quiet >/dev/null 2>"c2_$i.err" &
+  CL+=($!); PIDS+=($!)
+done
+# (rounds go fast while enough clients answer: the run is long, so that each step below
+# happens with rounds to spare; rounds paced by the deadline leave time for the next step)
+wait_for srv2.out '"round":2,' 20
+check "with 6 selected, rounds close at 4 results (over-selection)" \
+  grep -q '"round":1,"selected":6,"participants":4' srv2.out
+kill -STOP "${CL[4]}" "${CL[5]}"   # two clients vanish (they may hold tasks)
+N=$(grep -c '"round":' srv2.out)
+wait_for srv2.out "\"round\":$((N + 3))," 20
+check "without 2 of 6 clients, rounds still close at 4 results" \
+  grep -q "\"round\":$((N + 3)),\"selected\":6,\"participants\":4" srv2.out
+kill9 "${CL[3]}"                   # 3 left: fewer than the 4 wanted
+wait_for srv2.out '"participants":3' 20
+check "with 3 clients, a round closes at the deadline with 3 results (>= clients.min)" \
+  grep -Eq '"participants":3,.*"seconds":(1\.[5-9]|[2-9])' srv2.out
+kill9 "${CL[2]}"                   # 2 left: below clients.min = 3
+wait_for srv2.err 'below clients.min' 20
+check "a round below its quorum is re-run, not committed" grep -q "re-run" srv2.err
+sleep 2
+kill -CONT "${CL[4]}" "${CL[5]}"   # the vanished clients come back
+wait_for srv2.out '"attempt":[1-9]' 30
+check "the re-run round completes once clients return (attempt > 0)" grep -q '"attempt":[1-9]' srv2.out
+wait_exit "$SRV" 60
+check "the run finishes: server exits 0 (got $EXIT_CODE)" test "$EXIT_CODE" -eq 0
+check "150 rounds committed" test "$(grep -c '"round":' srv2.out)" -eq 150
+for i in 0 1 4 5; do wait_exit "${CL[$i]}" 20; done
+check "the returning clients finish too (exit $EXIT_CODE)" test "$EXIT_CODE" -eq 0
+
+# ---- 3. differential privacy over HTTP: the clients clip (and noise) as the server asks ----
+for mode in local central; do
+  cp run.ini "dp_$mode.ini"
+  printf '[dp]\nmode = %s\nseeded_noise = true\nnoise_multiplier = 0.5\nclip = 5\ndelta = 1e-3\n' \
+    "$mode" >>"dp_$mode.ini"
+  "$FEDC" sim "dp_$mode.ini" --json --threads 1 >"dpsim_$mode.out" 2>/dev/null
+  "$FEDC" server "dp_$mode.ini" --listen 127.0.0.1:0 --state "st_dp_$mode" --allow-file allow5.txt \
+    --json >"dpsrv_$mode.out" 2>"dpsrv_$mode.err" &
+  SRV=$!; PIDS+=("$SRV")
+  wait_for "dpsrv_$mode.out" '"listening"' 15
+  URL="http://127.0.0.1:$(port_of "dpsrv_$mode.out")"
+  for i in 0 1 2 3 4; do
+    "$FEDC" client --server "$URL" --key "k$i.key" --config "dp_$mode.ini" --quiet >/dev/null 2>&1 &
+    PIDS+=($!)
+  done
+  wait_exit "$SRV" 60
+  check "dp.mode = $mode: the federation's model == fedc sim's (seeded test noise)" \
+    same "$(sha_of "dpsrv_$mode.out")" "$(sha_of "dpsim_$mode.out")"
+  check "dp.mode = $mode: rounds report epsilon" grep -q '"epsilon":' "dpsrv_$mode.out"
+done
+finish
