@@ -826,6 +826,13 @@ static void test_config_check(void **state)
     assert_int_equal(check_cfg(local, 2, &err), FEDC_OK);
     const char *down[] = {"dp.mode=central", "compress.download=q8"};
     assert_int_equal(check_cfg(down, 2, &err), FEDC_OK);
+    /* secure aggregation quantizes itself: no lossy upload on top; lossless zstd is fine */
+    const char *sa_q8[] = {"secagg.enabled=true", "compress.upload=topk:1%+q8"};
+    assert_int_equal(check_cfg(sa_q8, 2, &err), FEDC_ERR_CONFIG);
+    assert_non_null(strstr(err.msg, "secagg.enabled"));
+    const char *sa_zstd[] = {"secagg.enabled=true", "compress.upload=zstd",
+                             "compress.download=q8"};
+    assert_int_equal(check_cfg(sa_zstd, 3, &err), FEDC_OK);
     /* error feedback needs something to feed back */
     const char *ef_none[] = {"compress.error_feedback=on"};
     assert_int_equal(check_cfg(ef_none, 1, &err), FEDC_ERR_CONFIG);

@@ -30,6 +30,7 @@
 #endif
 #include "fedc/privacy.h"
 #include "fedc/safetensors.h"
+#include "fedc/codec.h"
 #include "fedc/secagg.h"
 
 #endif

@@ -228,6 +228,12 @@ fedc_status fedc_server_create(const fedc_config *cfg, const fedc_trainer *train
     *out = NULL;
     if (fedci_sodium_init() != 0)
         return fedc_err_set(err, FEDC_ERR_CRYPTO, "libsodium could not initialise");
+    /* The wire does not carry encoded updates yet: refuse rather than silently ignore. */
+    if (strcmp(fedc_config_str(cfg, "compress.upload"), "none") != 0 ||
+        strcmp(fedc_config_str(cfg, "compress.download"), "none") != 0)
+        return fedc_err_set(err, FEDC_ERR_UNSUPPORTED,
+                            "update compression (compress.upload/download) is not carried over "
+                            "HTTP yet; it runs in `fedc sim` only (docs/COMPRESSION.md)");
     fedc_server *s = fedc_calloc(1, sizeof *s);
     if (!s) return fedc_err_set(err, FEDC_ERR_NOMEM, "server: out of memory");
     pthread_mutex_init(&s->lock, NULL);
