@@ -54,7 +54,7 @@ static void on_round(void *user, const fedc_round_record *rec, uint32_t attempt,
 {
     server_ctx *c = user;
     if (c->json) {
-        char *js = report_record_json(rec, 0);
+        char *js = report_record_json(rec);
         json_t *o = js ? json_loads(js, 0, NULL) : NULL;
         free(js);
         if (!o) o = json_object();
@@ -102,7 +102,7 @@ static int round_row(void *user, const fedc_store_round *r)
 {
     server_ctx *c = user;
     if (c->json) {
-        char *js = report_record_json(&r->rec, 0);
+        char *js = report_record_json(&r->rec);
         json_t *o = js ? json_loads(js, 0, NULL) : NULL;
         free(js);
         if (!o) o = json_object();

@@ -69,7 +69,7 @@ static int on_round(void *user, const fedc_round_record *rec)
         c->cap = cap;
     }
     c->recs[c->nrecs++] = *rec;
-    char *js = report_record_json(rec, 0);
+    char *js = report_record_json(rec);
     if (c->json && js) {
         fputs(js, stdout);
         fputc('\n', stdout);

@@ -17,7 +17,7 @@ static json_t *num_or_null(double v)
     return isfinite(v) ? json_real(v) : json_null();
 }
 
-char *report_record_json(const fedc_round_record *r, int final_fields)
+char *report_record_json(const fedc_round_record *r)
 {
     json_t *o = json_object();
     json_object_set_new(o, "round", json_integer(r->round));
@@ -63,7 +63,6 @@ char *report_record_json(const fedc_round_record *r, int final_fields)
             json_object_set_new(o, "dp_next_epsilon", num_or_null(r->dp_next_epsilon));
         }
     }
-    (void)final_fields;
     char *s = json_dumps(o, JSON_COMPACT | JSON_REAL_PRECISION(10));
     json_decref(o);
     return s;

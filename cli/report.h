@@ -22,7 +22,7 @@ typedef struct report_info {
 } report_info;
 
 /* One JSON object (no newline) describing rec, into a malloc'd string (free()). */
-char *report_record_json(const fedc_round_record *rec, int final_fields);
+char *report_record_json(const fedc_round_record *rec);
 /* The CSV header line and one row. */
 void report_csv_header(FILE *out);
 void report_csv_row(FILE *out, const fedc_round_record *rec);
