@@ -39,4 +39,41 @@ for key in model batch samples_per_s gflops peak_gflops ratio param_bytes worksp
   check "bench line has $key" grep -q "\"$key\":" "$TMP/bench"
 done
 check "bench reports a positive rate" grep -Eq '"samples_per_s":[1-9]' "$TMP/bench"
+check "bench times the fused step and the unfused one" \
+  grep -Eq '"fused_sgd":true,"unfused_ms_per_step":[0-9]' "$TMP/bench"
+
+# `fedc sim` with SGD takes the fused step (nn_fused_test: same bits as the unfused one); a
+# clipping norm that never clips sends the same run through train_batch + optim_step, so
+# the final models must be the same, with plain SGD and with momentum, Nesterov, weight
+# decay and FedProx.
+cat > "$TMP/fused.ini" <<'INI'
+[run]
+seed = 5
+rounds = 3
+[clients]
+count = 6
+per_round = 3
+[data]
+dataset = synthetic-iid
+[model]
+spec = dense(24) relu dense(10)
+[train]
+epochs = 1
+batch_size = 10
+lr = 0.05
+[strategy]
+name = fedavg
+[eval]
+every = 3
+INI
+sim_sha() { "$FEDC" sim "$TMP/fused.ini" --json --threads 1 "$@" 2>"$TMP/sim.err" | tail -1 >"$TMP/sim.out"; sha_of "$TMP/sim.out"; }
+a=$(sim_sha)
+b=$(sim_sha --set train.clip_grad_norm=1e12)
+check "fused and unfused SGD give the same model ($a)" same "$a" "$b"
+opts=(--set train.momentum=0.9 --set train.nesterov=true --set train.weight_decay=0.001
+      --set train.prox_mu=0.1)
+c=$(sim_sha "${opts[@]}")
+d=$(sim_sha "${opts[@]}" --set train.clip_grad_norm=1e12)
+check "the same with momentum, Nesterov, weight decay, FedProx ($c)" same "$c" "$d"
+check "those options do change the model" test "$a" != "$c"
 finish

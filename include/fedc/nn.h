@@ -39,6 +39,7 @@
 #include <stdint.h>
 #include <stdio.h>
 
+#include "fedc/optim.h"
 #include "fedc/status.h"
 #include "fedc/vec.h"
 
@@ -135,7 +136,8 @@ fedc_status fedc_nn_workspace_create(const fedc_model *model, int max_batch,
 void fedc_nn_workspace_destroy(fedc_nn_workspace *ws); /* NULL allowed */
 
 /* The gradient buffer: param_count floats, same layout as the params, written by
- * fedc_nn_train_batch. Owned by ws; valid while ws lives. */
+ * fedc_nn_train_batch (fedc_nn_train_step_sgd leaves scratch in it). Owned by ws; valid while
+ * ws lives. */
 float *fedc_nn_workspace_grad(fedc_nn_workspace *ws);
 /* Bytes allocated by the workspace (activations, saved state, scratch, gradient). */
 size_t fedc_nn_workspace_bytes(const fedc_nn_workspace *ws);
@@ -157,6 +159,25 @@ void fedc_nn_workspace_set_rng(fedc_nn_workspace *ws, uint64_t seed, uint32_t ro
  */
 fedc_status fedc_nn_train_batch(fedc_nn_workspace *ws, const float *params, const float *x,
                                 const int32_t *y, int batch, float *loss);
+
+/*
+ * A training step with the SGD update fused into the backward pass: the same forward and
+ * loss as fedc_nn_train_batch, then the element-wise update `step` describes (from
+ * fedc_optim_sgd_fuse: momentum, Nesterov, weight decay, FedProx), each layer's parameters
+ * updated as soon as its gradient is known (dense layers block by block while the block is
+ * in cache), so the gradient is never stored whole and read back. Parameters and momentum
+ * come out with the same bits as fedc_nn_train_batch followed by fedc_optim_step (tests pin
+ * it). Afterwards the workspace's gradient buffer holds scratch, not the gradient.
+ * Errors: as fedc_nn_train_batch (params then unchanged), FEDC_ERR_INVALID for a learning
+ * rate that is not > 0, and FEDC_ERR_NONFINITE when a gradient element is NaN or Inf: the
+ * step stops there and params (and momentum) are left PARTIALLY updated (the layers after
+ * the tensor the message names have taken their step), unlike fedc_optim_step, which refuses
+ * the whole step (and also a gradient whose norm overflows); the caller discards them (as the
+ * nn trainer discards the client's update).
+ */
+fedc_status fedc_nn_train_step_sgd(fedc_nn_workspace *ws, float *params, const float *x,
+                                   const int32_t *y, int batch, const fedc_sgd_step *step,
+                                   float *loss);
 
 /*
  * Evaluation pass (no dropout, no gradient): adds the summed loss of the batch to *loss_sum

@@ -93,6 +93,28 @@ void fedc_optim_reset(fedc_optim *opt);
  */
 fedc_status fedc_optim_step(fedc_optim *opt, float *params, const float *grads);
 
+/*
+ * The element-wise update of one SGD step (item 2 and 3 above, without clipping), for a
+ * caller that applies it itself, fused into the backward pass (fedc_nn_train_step_sgd):
+ *   g += prox_mu (w - center); g += weight_decay w; with momentum: b = first ? g :
+ *   momentum b + g, d = nesterov ? g + momentum b : b (else d = g); w -= lr d,
+ * in float, with the very expressions of fedc_optim_step: the same bits.
+ */
+typedef struct fedc_sgd_step {
+    float lr, momentum, weight_decay, prox_mu; /* prox_mu is 0 when no centre is set */
+    int nesterov;
+    int first;                                 /* b = g (the first step since a reset) */
+    float *momentum_buf;                       /* nparams floats when momentum > 0 */
+    const float *center;                       /* nparams floats when prox_mu > 0 */
+} fedc_sgd_step;
+
+/* When opt is SGD without clipping (clipping needs the whole gradient's norm first; Adam is
+ * not offered), fills *step for the next step, counts that step (fedc_optim_step_count;
+ * momentum then continues from the buffer) and returns 1: the caller must apply it (or
+ * fedc_optim_reset). Returns 0 and changes nothing otherwise. A fused step does not measure
+ * the gradient norm (fedc_optim_last_grad_norm keeps its value). */
+int fedc_optim_sgd_fuse(fedc_optim *opt, fedc_sgd_step *step);
+
 /* Steps taken since creation or the last reset. */
 uint64_t fedc_optim_step_count(const fedc_optim *opt);
 /* The global L2 norm of the gradient the last step received (before clipping). */

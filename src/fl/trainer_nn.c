@@ -8,6 +8,8 @@
  * N(0, (dp.sgd_noise_multiplier * dp.sgd_clip)^2) per coordinate, divided by the configured
  * batch size (the expected batch, also for a short last batch), then the optimizer's step.
  * The round engine accounts it per client (q = batch / examples, the steps reported).
+ * SGD without clipping, DP or SCAFFOLD runs fused into the backward pass
+ * (fedc_nn_train_step_sgd), with the same bits as the unfused train_batch + optim_step.
  */
 #include <math.h>
 #include <string.h>
@@ -135,8 +137,14 @@ static fedc_status nn_fit(const void *shared, void *worker, const fedc_fit_ins *
     nn_worker *w = worker;
     size_t P = ins->num_params, n;
     const uint32_t *idx = fedc_partition_indices(s->partition, ins->client, FEDC_SPLIT_TRAIN, &n);
-    if (n == 0)
-        return fedc_err_set(err, FEDC_ERR_STATE, "client %u has no training data", ins->client);
+    if (n == 0) { /* an empty client (data.min_size = 0): 0 examples, which the engine skips */
+        memset(out->update, 0, P * sizeof *out->update);
+        if (out->control_delta) memset(out->control_delta, 0, P * sizeof *out->control_delta);
+        out->num_examples = 0;
+        out->steps = 0;
+        out->train_loss = NAN;
+        return FEDC_OK;
+    }
     if (ins->want_loss_before) {
         fedc_eval_out before;
         FEDC_TRY(eval_indices(s, w, s->train, ins->global, idx, n, &before, err));
@@ -158,6 +166,11 @@ static fedc_status nn_fit(const void *shared, void *worker, const fedc_fit_ins *
     uint64_t total_steps = s->epochs > 0 ? (uint64_t)s->epochs * fedc_batch_iter_num_batches(&it)
                                          : (uint64_t)s->steps;
     float *grad = fedc_nn_workspace_grad(w->ws);
+    /* SGD without clipping, DP or SCAFFOLD (the FedAvg and FedProx default) runs fused into
+     * the backward pass (fedc_nn_train_step_sgd): the same bits as train_batch + optim_step,
+     * less memory traffic. */
+    const int fused = !s->dp_sgd && !(ins->server_control && ins->client_control) &&
+                      s->optim.kind == FEDC_OPTIM_SGD && !(s->optim.clip_norm > 0.0);
     double loss_sum = 0;
     fedc_status st = FEDC_OK;
     uint64_t step = 0;
@@ -168,6 +181,18 @@ static fedc_status nn_fit(const void *shared, void *worker, const fedc_fit_ins *
         while (step < total_steps && (b = fedc_batch_iter_next(&it, &batch)) > 0) {
             fedc_data_gather(s->train, batch, b, w->x, w->y);
             float loss;
+            fedc_sgd_step sgd;
+            if (fused && fedc_optim_sgd_fuse(w->opt, &sgd)) {
+                st = fedc_nn_train_step_sgd(w->ws, w->params, w->x, w->y, (int)b, &sgd, &loss);
+                if (st != FEDC_OK) {
+                    fedc_err_set(err, st, "client %u: %s", ins->client,
+                                 fedc_nn_workspace_errmsg(w->ws));
+                    break;
+                }
+                loss_sum += loss;
+                step++;
+                continue;
+            }
             if (s->dp_sgd) /* DP: sum of clipped per-example gradients */
                 st = fedc_nn_train_batch_clipped(w->ws, w->params, w->x, w->y, (int)b,
                                                  s->dp_clip, &loss, NULL);

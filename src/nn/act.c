@@ -183,12 +183,12 @@ static void flatten_backward(const fedci_layer *L, const fedci_exec *e, const fl
 }
 
 const fedci_layer_ops fedci_relu_ops = {"relu", 0, same_shape_setup, relu_forward,
-                                        relu_backward};
+                                        relu_backward, 0};
 const fedci_layer_ops fedci_tanh_ops = {"tanh", 0, same_shape_setup, tanh_forward,
-                                        tanh_backward};
+                                        tanh_backward, 0};
 const fedci_layer_ops fedci_sigmoid_ops = {"sigmoid", 0, same_shape_setup, sigmoid_forward,
-                                           sigmoid_backward};
+                                           sigmoid_backward, 0};
 const fedci_layer_ops fedci_dropout_ops = {"dropout", 0, same_shape_setup, dropout_forward,
-                                           dropout_backward};
+                                           dropout_backward, 0};
 const fedci_layer_ops fedci_flatten_ops = {"flatten", 0, flatten_setup, flatten_forward,
-                                           flatten_backward};
+                                           flatten_backward, 0};

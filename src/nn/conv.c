@@ -408,4 +408,5 @@ static void conv_backward(const fedci_layer *L, const fedci_exec *e, const float
             for (int k = 0; k < K; k++) dW[(size_t)f * K + k] = dWT[(size_t)k * F + f];
 }
 
-const fedci_layer_ops fedci_conv_ops = {"conv", 1, conv_setup, conv_forward, conv_backward};
+const fedci_layer_ops fedci_conv_ops = {"conv", 1, conv_setup, conv_forward, conv_backward,
+                                        0};

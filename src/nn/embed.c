@@ -82,4 +82,4 @@ static void embed_backward(const fedci_layer *L, const fedci_exec *e, const floa
 }
 
 const fedci_layer_ops fedci_embed_ops = {"embed", 1, embed_setup, embed_forward,
-                                         embed_backward};
+                                         embed_backward, 0};

@@ -210,7 +210,7 @@ static const float *run_forward(fedc_nn_workspace *ws, const float *P, const flo
                                 int train)
 {
     const fedc_model *m = ws->m;
-    fedci_exec e = {ws->scratch, &ws->rng, train};
+    fedci_exec e = {ws->scratch, &ws->rng, train, NULL, NULL, NULL};
     const float *cur = x;
     ws->io[0] = x;
     for (size_t i = 0; i < m->nlayers; i++) {
@@ -230,7 +230,7 @@ static void run_backward(fedc_nn_workspace *ws, const float *P, int B, const flo
                          float *dP, double *pe_sq)
 {
     const fedc_model *m = ws->m;
-    fedci_exec e = {ws->scratch, &ws->rng, 1};
+    fedci_exec e = {ws->scratch, &ws->rng, 1, NULL, NULL, NULL};
     const float *dy = dlogits;
     for (size_t i = m->nlayers; i-- > m->first_param_layer;) {
         const fedci_layer *L = &m->layers[i];
@@ -257,6 +257,140 @@ fedc_status fedc_nn_train_batch(fedc_nn_workspace *ws, const float *params, cons
         return ws_err(ws, FEDC_ERR_NONFINITE,
                       "training loss is %g: the model diverged (lower the learning rate?)", sum);
     run_backward(ws, params, batch, ws->dlogits, ws->grad, NULL);
+    *loss = (float)(sum / batch);
+    return FEDC_OK;
+}
+
+/* The index of the first NaN or Inf in g[0..n-1], or -1. Blocks are screened with integer
+ * operations the vectorizer handles (fedc_vec_find_nonfinite's float sum is a sequential
+ * reduction at -O2/-O3, 4 cycles per element): an exponent of all ones plus one carries into
+ * the (masked off) sign bit. */
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__GLIBC__)
+/* AVX-512 and AVX2 versions next to the baseline one, picked at load time (as optim.c). */
+#define ENGINE_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define ENGINE_CLONES
+#endif
+
+ENGINE_CLONES static ptrdiff_t find_nonfinite(const float *g, size_t n)
+{
+    for (size_t s = 0; s < n; s += 1024) {
+        const size_t e = s + 1024 < n ? s + 1024 : n;
+        uint32_t acc = 0;
+        for (size_t i = s; i < e; i++) {
+            uint32_t u;
+            memcpy(&u, g + i, sizeof u);
+            acc |= (u & 0x7f800000u) + 0x00800000u;
+        }
+        if (acc & 0x80000000u)
+            for (size_t i = s; i < e; i++)
+                if (!isfinite(g[i])) return (ptrdiff_t)i;
+    }
+    return -1;
+}
+
+ENGINE_CLONES static void sgd_plain(float *restrict w, const float *restrict g, size_t n,
+                                    float lr)
+{
+    for (size_t i = 0; i < n; i++) w[i] -= lr * g[i];
+}
+
+/* src/optim/optim.c's sgd_step, element for element, with scale 1 (no clipping). */
+ENGINE_CLONES static void sgd_general(const fedc_sgd_step *st, float *restrict w,
+                                      const float *restrict g, float *restrict buf,
+                                      const float *restrict c, size_t n)
+{
+    const float lr = st->lr, wd = st->weight_decay, mu = st->prox_mu, mom = st->momentum;
+    const int first = st->first, nest = st->nesterov;
+    for (size_t i = 0; i < n; i++) {
+        float gi = g[i];
+        if (mu != 0.0f) gi += mu * (w[i] - c[i]);
+        if (wd != 0.0f) gi += wd * w[i];
+        float d = gi;
+        if (mom != 0.0f) {
+            float b = first ? gi : mom * buf[i] + gi;
+            buf[i] = b;
+            d = nest ? gi + mom * b : b;
+        }
+        w[i] -= lr * d;
+    }
+}
+
+ptrdiff_t fedci_sgd_apply(const fedc_sgd_step *st, float *params, size_t off, const float *g,
+                          size_t n)
+{
+    ptrdiff_t bad = find_nonfinite(g, n);
+    if (bad >= 0) return bad;
+    /* The expressions of fedc_optim_step (multiplies and adds stay separate: ISO C mode does
+     * not contract them), hence its bits. */
+    if (st->momentum == 0.0f && st->weight_decay == 0.0f && st->prox_mu == 0.0f)
+        sgd_plain(params + off, g, n, st->lr);
+    else
+        sgd_general(st, params + off, g, st->momentum_buf ? st->momentum_buf + off : NULL,
+                    st->center ? st->center + off : NULL, n);
+    return -1;
+}
+
+/* Backward with the SGD step fused in: each parameterised layer is updated as soon as its
+ * gradient is known (after its input gradient, which needs the old weights, is computed).
+ * Kinds with fused_sgd apply it inside their backward, block by block; for the others the
+ * layer's gradient goes to ws->grad at its offsets, then is applied. Returns the flat index
+ * + 1 of a non-finite gradient element (the step then stopped there), 0 when complete. */
+static size_t run_backward_sgd(fedc_nn_workspace *ws, float *P, int B, const fedc_sgd_step *st)
+{
+    const fedc_model *m = ws->m;
+    size_t bad = 0;
+    fedci_exec plain = {ws->scratch, &ws->rng, 1, NULL, NULL, NULL};
+    fedci_exec fused = {ws->scratch, &ws->rng, 1, P, st, &bad};
+    const float *dy = ws->dlogits;
+    for (size_t i = m->nlayers; i-- > m->first_param_layer;) {
+        const fedci_layer *L = &m->layers[i];
+        if (L->kind == FEDCI_FLATTEN) continue;
+        const fedci_layer_ops *ops = fedci_layer_ops_get(L->kind);
+        float *dx = NULL;
+        if (i > m->first_param_layer) dx = dy == ws->g[0] ? ws->g[1] : ws->g[0];
+        ops->backward(L, ops->fused_sgd ? &fused : &plain, P, ws->io[i], ws->io[i + 1],
+                      ws->save[i], dy, dx, ws->grad, NULL, B);
+        if (bad) return bad;
+        if (L->nparams > 0 && !ops->fused_sgd) {
+            /* A layer's tensors are contiguous in the layout, starting at toff[0]. */
+            ptrdiff_t b = fedci_sgd_apply(st, P, L->toff[0], ws->grad + L->toff[0], L->nparams);
+            if (b >= 0) return L->toff[0] + (size_t)b + 1;
+        }
+        dy = dx;
+    }
+    return 0;
+}
+
+fedc_status fedc_nn_train_step_sgd(fedc_nn_workspace *ws, float *params, const float *x,
+                                   const int32_t *y, int batch, const fedc_sgd_step *step,
+                                   float *loss)
+{
+    assert(ws && params && step && loss);
+    assert(step->momentum == 0.0f || step->momentum_buf);
+    assert(step->prox_mu == 0.0f || step->center);
+    if (!(step->lr > 0.0f) || !isfinite(step->lr))
+        return ws_err(ws, FEDC_ERR_INVALID, "SGD learning rate %g is not a positive number",
+                      (double)step->lr);
+    FEDC_TRY(check_x(ws, x, batch));
+    FEDC_TRY(check_y(ws, y, batch));
+    const fedc_model *m = ws->m;
+    const float *z = run_forward(ws, params, x, batch, 1);
+    double sum = fedci_loss(m->loss, z, y, batch, m->out_n, 1.0f / (float)batch, ws->dlogits,
+                            NULL, NULL);
+    if (!isfinite(sum))
+        return ws_err(ws, FEDC_ERR_NONFINITE,
+                      "training loss is %g: the model diverged (lower the learning rate?)", sum);
+    size_t bad = run_backward_sgd(ws, params, batch, step);
+    if (bad) {
+        const fedc_layout *lay = m->layout;
+        size_t t = 0;
+        while (t + 1 < lay->count && lay->tensors[t + 1].offset <= bad - 1) t++;
+        return ws_err(ws, FEDC_ERR_NONFINITE,
+                      "gradient element %zu (%s[%zu]) is not finite: step stopped, the "
+                      "parameters are partially updated",
+                      bad - 1, lay->tensors[t].name, bad - 1 - lay->tensors[t].offset);
+    }
     *loss = (float)(sum / batch);
     return FEDC_OK;
 }

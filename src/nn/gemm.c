@@ -77,7 +77,7 @@ void fedci_gemm_plain(int ta, int tb, int M, int N, int K, float alpha, const fl
 #define SK_TARGET __attribute__((target("avx512f,avx512vl,avx512dq,avx512bw,fma")))
 #define SK_NN_NV 4
 #define SK_NN_RB 5
-#define SK_NN_KB 64
+#define SK_NN_KB FEDCI_SKINNY_NN_KB
 #define SK_TN_MB 8
 #define SK_NT_MB 5
 #define SK_NT_NB 5
@@ -99,7 +99,7 @@ void fedci_gemm_plain(int ta, int tb, int M, int N, int K, float alpha, const fl
 #define SK_TARGET __attribute__((target("avx2,fma")))
 #define SK_NN_NV 2
 #define SK_NN_RB 4
-#define SK_NN_KB 64
+#define SK_NN_KB FEDCI_SKINNY_NN_KB
 #define SK_TN_MB 4
 #define SK_NT_MB 3
 #define SK_NT_NB 4
@@ -213,6 +213,24 @@ void fedci_gemm(int ta, int tb, int M, int N, int K, float alpha, const float *A
     fedci_gemm_blas(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
 #else
     fedci_gemm_plain(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+#endif
+}
+
+void fedci_gemm_rows(int ta, int tb, int M, int m0, int mb, int N, int K, const float *A,
+                     int lda, const float *B, int ldb, float *C, int ldc)
+{
+    assert(m0 >= 0 && mb >= 1 && m0 + mb <= M);
+    const float *Ab = A + (ta ? (size_t)m0 : (size_t)m0 * lda);
+    /* The path fedci_gemm takes for the whole product (the skinny kernels cover a shape
+     * whatever its number of rows, so trying the block answers for the whole). */
+    if ((M <= FEDCI_SKINNY_MAX || K <= FEDCI_SKINNY_MAX) && (double)M * N * K >= 32768.0 &&
+        (ta || M <= FEDCI_SKINNY_MAX) &&
+        fedci_gemm_skinny(ta, tb, mb, N, K, 1.0f, Ab, lda, B, ldb, 0.0f, C, ldc))
+        return;
+#if FEDC_WITH_BLAS
+    fedci_gemm_blas(ta, tb, mb, N, K, 1.0f, Ab, lda, B, ldb, 0.0f, C, ldc);
+#else
+    fedci_gemm_plain(ta, tb, mb, N, K, 1.0f, Ab, lda, B, ldb, 0.0f, C, ldc);
 #endif
 }
 

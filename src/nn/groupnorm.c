@@ -136,4 +136,4 @@ static void gn_backward(const fedci_layer *L, const fedci_exec *e, const float *
 }
 
 const fedci_layer_ops fedci_groupnorm_ops = {"groupnorm", 1, gn_setup, gn_forward,
-                                             gn_backward};
+                                             gn_backward, 0};

@@ -166,4 +166,5 @@ static void lstm_backward(const fedci_layer *L, const fedci_exec *e, const float
     if (dx) fedci_gemm(0, 0, (int)rows, F, G, 1.0f, dZ, G, Wih, F, 0.0f, dx, F);
 }
 
-const fedci_layer_ops fedci_lstm_ops = {"lstm", 0, lstm_setup, lstm_forward, lstm_backward};
+const fedci_layer_ops fedci_lstm_ops = {"lstm", 0, lstm_setup, lstm_forward, lstm_backward,
+                                        0};

@@ -15,6 +15,7 @@
 
 #include "fedc/config_build.h"
 #include "fedc/nn.h"
+#include "fedc/optim.h"
 #include "fedc/rng.h"
 #include "fedc/vec.h"
 
@@ -93,6 +94,14 @@ typedef struct fedci_exec {
     float *scratch;               /* at least the layer's scratch need for this batch */
     fedc_rng *rng;                /* dropout stream */
     int train;                    /* 1: training pass (dropout on) */
+    /* Fused SGD (fedc_nn_train_step_sgd), for kinds with fused_sgd = 1: when upd is not
+     * NULL, backward computes dx first (from the old weights), then applies the update *sgd
+     * (fedci_sgd_apply) instead of storing the gradient: dP is only scratch at the layer's
+     * offsets. upd is the params (P points into it). A non-finite gradient
+     * element stops the update; its flat index + 1 goes to *bad (0: none). */
+    float *upd;
+    const fedc_sgd_step *sgd;
+    size_t *bad;
 } fedci_exec;
 
 /*
@@ -113,6 +122,7 @@ typedef struct fedci_layer_ops {
     void (*backward)(const fedci_layer *L, const fedci_exec *e, const float *P, const float *x,
                      const float *y, const float *save, const float *dy, float *dx, float *dP,
                      double *pe_sq, int B);
+    int fused_sgd; /* backward honours fedci_exec.upd (otherwise the engine applies the step) */
 } fedci_layer_ops;
 
 const fedci_layer_ops *fedci_layer_ops_get(fedci_layer_kind kind);
@@ -142,10 +152,20 @@ extern const fedci_layer_ops fedci_groupnorm_ops;
  */
 void fedci_gemm(int ta, int tb, int M, int N, int K, float alpha, const float *A, int lda,
                 const float *B, int ldb, float beta, float *C, int ldc);
+/* Rows [m0, m0 + mb) of C = op(A) op(B) (alpha 1, beta 0; C points at row m0) for an M-row
+ * product, computed on the path fedci_gemm takes for the whole product: every element gets
+ * the same bits as in one fedci_gemm call. Lets a caller consume a large C block by block
+ * while the block is in cache. */
+void fedci_gemm_rows(int ta, int tb, int M, int m0, int mb, int N, int K, const float *A,
+                     int lda, const float *B, int ldb, float *C, int ldc);
 /* The skinny path (gemm_skinny.h): products with a small batch side (M <= FEDCI_SKINNY_MAX
  * for nt and nn, K <= FEDCI_SKINNY_MAX for tn) on CPUs with AVX2 or AVX-512. Returns 1 when
  * it computed C, 0 when the shape or the CPU is not covered (C untouched). */
 #define FEDCI_SKINNY_MAX 16
+/* The nn kernel (dx = dy W) sums over K in blocks of this many rows of B, adding each block's
+ * sum into C: calling it once per block of rows of W, with beta 1 after the first, gives
+ * the bits of one call (the fused SGD step of dense layers relies on it). */
+#define FEDCI_SKINNY_NN_KB 64
 int fedci_gemm_skinny(int ta, int tb, int M, int N, int K, float alpha, const float *A, int lda,
                       const float *B, int ldb, float beta, float *C, int ldc);
 /* Tests: caps the instruction set of the skinny path (0 none, 1 AVX2, 2 AVX-512; -1 = the
@@ -189,6 +209,13 @@ struct fedc_model {
     char *spec;
     double flops;
 };
+
+/* The SGD update st to parameters [off, off + n) of params, from their gradient g[0..n-1],
+ * with the exact expressions of fedc_optim_step (so fused and unfused steps give the same
+ * bits), unless g holds a NaN or Inf: then nothing is written and the index in g of the
+ * first one is returned; -1 when applied. */
+ptrdiff_t fedci_sgd_apply(const fedc_sgd_step *st, float *params, size_t off, const float *g,
+                          size_t n);
 
 /* Per-layer activation sizing helpers (model.c). */
 size_t fedci_layer_scratch(const fedci_layer *L, int B);

@@ -165,6 +165,6 @@ static void avgpool_backward(const fedci_layer *L, const fedci_exec *e, const fl
 }
 
 const fedci_layer_ops fedci_maxpool_ops = {"maxpool", 0, pool_setup, maxpool_forward,
-                                           maxpool_backward};
+                                           maxpool_backward, 0};
 const fedci_layer_ops fedci_avgpool_ops = {"avgpool", 0, pool_setup, avgpool_forward,
-                                           avgpool_backward};
+                                           avgpool_backward, 0};

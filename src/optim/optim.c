@@ -172,6 +172,25 @@ void fedc_optim_reset(fedc_optim *opt)
     opt->last_norm = 0.0;
 }
 
+int fedc_optim_sgd_fuse(fedc_optim *opt, fedc_sgd_step *step)
+{
+    assert(opt && step);
+    const fedc_optim_config *c = &opt->cfg;
+    if (c->kind != FEDC_OPTIM_SGD || c->clip_norm > 0.0) return 0;
+    /* The values sgd_step uses, with scale 1 (no clipping). */
+    memset(step, 0, sizeof *step);
+    step->lr = (float)c->lr;
+    step->momentum = (float)c->momentum;
+    step->weight_decay = (float)c->weight_decay;
+    step->prox_mu = opt->center ? (float)c->prox_mu : 0.0f;
+    step->nesterov = c->nesterov;
+    step->first = opt->t == 0;
+    step->momentum_buf = opt->m;
+    step->center = opt->center;
+    opt->t++;
+    return 1;
+}
+
 uint64_t fedc_optim_step_count(const fedc_optim *opt)
 {
     assert(opt);
