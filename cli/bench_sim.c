@@ -6,6 +6,8 @@
  *   pure local-training time. With one worker the difference is everything that is not
  *   training (sampling, copies, validation, aggregation); with T workers, efficiency is
  *   sum(fit) / (T x wall).
+ *   Under mpirun (docs/SCALING.md) the rounds run over the R ranks with one thread each
+ *   (fedc_mpi_run), efficiency is sum(fit) / (R x wall), and rank 0 alone prints.
  * - Aggregation throughput: folding client updates into the exact fixed-point sum, in GB/s of
  *   update bytes, against memcpy of the same bytes (and a large streaming copy: the memory
  *   bandwidth).
@@ -14,7 +16,11 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <fcntl.h>
+#include <unistd.h>
+
 #include "cli.h"
+#include "fedc/mpi.h"
 #include "fedc/run.h"
 
 typedef struct overhead {
@@ -33,7 +39,7 @@ static int collect(void *user, const fedc_round_record *rec)
 }
 
 static int measure_overhead(const char *config, int threads, int rounds, char **sets, int nsets,
-                            overhead *out, double *rounds_per_min)
+                            int mpi, overhead *out, double *rounds_per_min)
 {
     fedc_config *cfg = cli_load_config("bench", config, sets, nsets);
     if (!cfg) return -1;
@@ -51,7 +57,8 @@ static int measure_overhead(const char *config, int threads, int rounds, char **
     }
     fedc_sim_opts opts = {threads, collect, out};
     double t0 = cli_now();
-    fedc_status st = fedc_sim_run(run.engine, run.trainer, cfg, &opts, &err);
+    fedc_status st = mpi ? fedc_mpi_run(run.engine, run.trainer, cfg, &opts, NULL, &err)
+                         : fedc_sim_run(run.engine, run.trainer, cfg, &opts, &err);
     double secs = cli_now() - t0;
     *rounds_per_min = 60.0 * rounds / secs;
     fedc_run_fini(&run);
@@ -116,21 +123,46 @@ int bench_sim(int argc, char **argv)
                     "strategy.name=fedavg"};
     int nsets = config ? 0 : (int)(sizeof sets / sizeof sets[0]);
     int nthreads = fedc_sim_default_threads();
+    int mpi = fedc_mpi_launched(), ranks = 1; /* MPI: rounds over the ranks, 1 thread each */
+    if (mpi) {
+        fedc_err merr;
+        if (fedc_mpi_init(&merr) != FEDC_OK)
+            return cli_fail("bench", "%s", fedc_err_message(&merr));
+        ranks = fedc_mpi_size();
+        nthreads = 1;
+        if (fedc_mpi_rank() != 0) { /* rank 0 alone prints */
+            int fd = open("/dev/null", O_WRONLY);
+            if (fd >= 0) {
+                dup2(fd, STDOUT_FILENO);
+                dup2(fd, STDERR_FILENO);
+                close(fd);
+            }
+        }
+    }
     fprintf(h, "fedc bench sim: %s, %d rounds (+1 evaluated, not counted)\n",
             config ? config : "fmnist mlp, 100 clients, 10 per round, E=1, B=10", rounds);
     for (int t = 1; t <= nthreads && t <= 2; t++) {
         overhead o;
         double rpm;
-        if (measure_overhead(config, t, rounds + 1, config ? NULL : sets, nsets, &o, &rpm) != 0)
+        if (measure_overhead(config, t, rounds + 1, config ? NULL : sets, nsets, mpi, &o, &rpm) !=
+            0) {
+            if (mpi) fedc_mpi_finalize();
             return CLI_EXIT_FAIL;
-        double eff = o.wall > 0 ? o.fit / (t * o.wall) : 0;
+        }
+        double eff = o.wall > 0 ? o.fit / (ranks * t * o.wall) : 0;
         double over = 1 - eff;
-        fprintf(h, "  threads %d: %.2f s/round, training %.2f s/round summed over clients; "
-                   "efficiency %.1f%%, overhead %.1f%%; %.1f rounds/min\n",
-                t, o.wall / o.rounds, o.fit / o.rounds, 100 * eff, 100 * over, rpm);
+        if (mpi)
+            fprintf(h, "  ranks %d x threads %d: %.2f s/round, training %.2f s/round summed over "
+                       "clients; efficiency %.1f%%, overhead %.1f%%; %.1f rounds/min\n",
+                    ranks, t, o.wall / o.rounds, o.fit / o.rounds, 100 * eff, 100 * over, rpm);
+        else
+            fprintf(h, "  threads %d: %.2f s/round, training %.2f s/round summed over clients; "
+                       "efficiency %.1f%%, overhead %.1f%%; %.1f rounds/min\n",
+                    t, o.wall / o.rounds, o.fit / o.rounds, 100 * eff, 100 * over, rpm);
         if (json) {
             json_t *j = json_object();
             json_object_set_new(j, "case", json_string("sim_round"));
+            if (mpi) json_object_set_new(j, "ranks", json_integer(ranks));
             json_object_set_new(j, "threads", json_integer(t));
             json_object_set_new(j, "round_s", json_real(o.wall / o.rounds));
             json_object_set_new(j, "fit_s", json_real(o.fit / o.rounds));
@@ -139,6 +171,10 @@ int bench_sim(int argc, char **argv)
             json_object_set_new(j, "rounds_per_min", json_real(rpm));
             cli_json_print(j);
         }
+    }
+    if (mpi) { /* the aggregation figures are one process's: measured without mpirun */
+        fedc_mpi_finalize();
+        return CLI_EXIT_OK;
     }
     double bw = stream_copy_gbps();
     fprintf(h, "  memory bandwidth (64 MiB memcpy): %.1f GB/s\n", bw);

@@ -2,6 +2,9 @@
  * fedc inspect: what a safetensors model file holds: tensors (name, dtype, shape, size),
  * metadata, and model_sha256, the SHA-256 of the whole flat float32 parameter buffer in layout
  * order (fedc_vec_sha256_hex), checked against the file's own model_sha256 metadata if any.
+ * An engine checkpoint (fedc_engine_checkpoint_save) also holds the engine's state tensors,
+ * named "__fedc__.*" and stored after the model's: they are listed as state, and the model
+ * figures (parameters, model_sha256) cover the model tensors only.
  */
 #include <getopt.h>
 #include <math.h>
@@ -50,8 +53,11 @@ int cmd_inspect(int argc, char **argv)
     if (fedc_safetensors_read(path, FEDC_ST_ALLOW_NONFINITE, &st, &err) != FEDC_OK)
         return cli_fail(CMD, "%s", fedc_err_message(&err));
     const fedc_layout *L = st->layout;
+    size_t nmodel = 0; /* the model's tensors: those before the first "__fedc__." one */
+    while (nmodel < L->count && strncmp(L->tensors[nmodel].name, "__fedc__.", 9) != 0) nmodel++;
+    size_t model_total = nmodel < L->count ? L->tensors[nmodel].offset : L->total;
     char sha[65];
-    fedc_vec_sha256_hex(L->total, st->data, sha);
+    fedc_vec_sha256_hex(model_total, st->data, sha);
     size_t nonfinite = 0;
     for (size_t i = 0; i < L->total; i++)
         if (!isfinite(st->data[i])) nonfinite++;
@@ -71,10 +77,14 @@ int cmd_inspect(int argc, char **argv)
             json_object_set_new(e, "shape", shape);
             json_object_set_new(e, "numel", json_integer((json_int_t)ti->numel));
             json_object_set_new(e, "offset", json_integer((json_int_t)ti->offset));
+            if (t >= nmodel) json_object_set_new(e, "state", json_true());
             json_array_append_new(tensors, e);
         }
         json_object_set_new(o, "tensors", tensors);
-        json_object_set_new(o, "parameters", json_integer((json_int_t)L->total));
+        json_object_set_new(o, "parameters", json_integer((json_int_t)model_total));
+        if (nmodel < L->count)
+            json_object_set_new(o, "state_values",
+                                json_integer((json_int_t)(L->total - model_total)));
         for (size_t i = 0; i < st->nmeta; i++)
             json_object_set_new(meta, st->meta[i].key, json_string(st->meta[i].value));
         json_object_set_new(o, "metadata", meta);
@@ -86,14 +96,18 @@ int cmd_inspect(int argc, char **argv)
         size_t w = 4;
         for (size_t t = 0; t < L->count; t++)
             if (strlen(L->tensors[t].name) > w) w = strlen(L->tensors[t].name);
-        printf("%s: %zu tensors, %zu parameters (F32)\n", path, L->count, L->total);
+        printf("%s: %zu tensors, %zu parameters (F32)", path, nmodel, model_total);
+        if (nmodel < L->count)
+            printf(" + engine state: %zu tensors, %zu values", L->count - nmodel,
+                   L->total - model_total);
+        printf("\n");
         if (L->count)
             printf("  %-*s  %-5s  %-20s  %s\n", (int)w, "name", "dtype", "shape", "numel");
         for (size_t t = 0; t < L->count; t++) {
             char shape[160];
             format_shape(&L->tensors[t], shape, sizeof shape);
-            printf("  %-*s  %-5s  %-20s  %zu\n", (int)w, L->tensors[t].name, "F32", shape,
-                   L->tensors[t].numel);
+            printf("  %-*s  %-5s  %-20s  %zu%s\n", (int)w, L->tensors[t].name, "F32", shape,
+                   L->tensors[t].numel, t >= nmodel ? "  (state)" : "");
         }
         if (st->nmeta) printf("metadata:\n");
         for (size_t i = 0; i < st->nmeta; i++)

@@ -4,6 +4,11 @@
  * outputs (metrics.jsonl, metrics.csv, model.safetensors, report.html). With differential
  * privacy it prints the epsilon spent (blocks marked "DP") and says so when the run stopped
  * at its epsilon budget (exit 0).
+ *
+ * Checkpoints (blocks marked "CKPT"; docs/SCALING.md "Checkpoint and resume"): --checkpoint DIR
+ * has the library write the run's state to DIR every run.checkpoint_every rounds; this command
+ * adds DIR/records.bin, every round's record, so that --resume, which continues from the newest
+ * checkpoint, writes outputs (metrics, report) holding every round of the run.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -37,6 +42,9 @@ typedef struct sim_ctx {
     size_t nrecs, cap;
     uint32_t rounds;
     int write_error;
+    uint32_t stop_after;  /* --stop-after: stop (with a checkpoint) after this round; 0 = no */
+    FILE *records;        /* CKPT: DIR/records.bin, appended every round */
+    size_t nold;          /* CKPT: records of the rounds before the resumed checkpoint */
 } sim_ctx;
 
 static int mkdir_p(const char *path)
@@ -85,6 +93,12 @@ static int on_round(void *user, const fedc_round_record *rec)
         report_csv_row(c->csv, rec);
         fflush(c->csv);
     }
+    if (c->records) { /* CKPT: before the library checkpoints this round */
+        if (fwrite(rec, sizeof *rec, 1, c->records) != 1 || fflush(c->records) != 0 ||
+            fsync(fileno(c->records)) != 0)
+            c->write_error = 1;
+        if (c->write_error) return 1; /* stop (with a checkpoint): the records are incomplete */
+    }
     if (!c->quiet) {
         char status[160];
         if (rec->evaluated)
@@ -98,6 +112,66 @@ static int on_round(void *user, const fedc_round_record *rec)
             snprintf(status + strlen(status), sizeof status - strlen(status), "  eps %.3g", eps);
         cli_progress_update(&c->progress, (long)rec->round, status);
     }
+    return c->stop_after && rec->round >= c->stop_after;
+}
+
+/* ---- CKPT: the records of a checkpointed run (DIR/records.bin: a header, then the raw
+ * fedc_round_record of every round in the order they ran; the same fedc build reads it) ---- */
+
+#define RECORDS_MAGIC "FEDCRECS"
+
+typedef struct records_header {
+    char magic[8];
+    uint32_t version;
+    uint32_t record_size;
+} records_header;
+
+/* Loads the records of rounds 1..upto from path into c (the last copy of each round: a round
+ * re-run after an earlier resume appears twice) and rewrites the file with them alone, ready
+ * for appending. Returns 0, or -1 after printing why. */
+static int records_open(sim_ctx *c, const char *dir, uint32_t upto)
+{
+    char path[4096], tmp[4200];
+    snprintf(path, sizeof path, "%s/records.bin", dir);
+    snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    records_header h;
+    if (upto > 0) {
+        FILE *f = fopen(path, "rb");
+        if (!f) {
+            cli_fail("sim", "resume: cannot read %s (the rounds before the checkpoint): %s",
+                     path, strerror(errno));
+            return -1;
+        }
+        int ok = fread(&h, sizeof h, 1, f) == 1 && memcmp(h.magic, RECORDS_MAGIC, 8) == 0 &&
+                 h.version == 1 && h.record_size == sizeof(fedc_round_record);
+        fedc_round_record *byround = ok ? calloc(upto, sizeof *byround) : NULL;
+        fedc_round_record r;
+        while (byround && fread(&r, sizeof r, 1, f) == 1)
+            if (r.round >= 1 && r.round <= upto) byround[r.round - 1] = r;
+        fclose(f);
+        for (uint32_t i = 0; byround && i < upto; i++)
+            if (byround[i].round != i + 1) ok = 0;
+        if (!ok) {
+            free(byround);
+            cli_fail("sim", "resume: %s is not the records of rounds 1 to %u written by this "
+                     "fedc build (another version, or a damaged file)", path, upto);
+            return -1;
+        }
+        c->recs = byround;
+        c->nrecs = c->cap = c->nold = upto;
+    }
+    FILE *f = fopen(tmp, "wb");
+    memcpy(h.magic, RECORDS_MAGIC, 8);
+    h.version = 1;
+    h.record_size = sizeof(fedc_round_record);
+    int bad = !f || fwrite(&h, sizeof h, 1, f) != 1 ||
+              (c->nold && fwrite(c->recs, sizeof *c->recs, c->nold, f) != c->nold) ||
+              fflush(f) != 0 || fsync(fileno(f)) != 0;
+    if (f && fclose(f) != 0) bad = 1;
+    if (bad || rename(tmp, path) != 0 || !(c->records = fopen(path, "ab"))) {
+        cli_fail("sim", "cannot write %s: %s", path, strerror(errno));
+        return -1;
+    }
     return 0;
 }
 
@@ -109,7 +183,7 @@ static double shown_epsilon(const fedc_round_record *r)
 
 static void print_summary(FILE *f, const sim_ctx *c, double seconds, const char *sha)
 {
-    size_t n = c->nrecs;
+    size_t n = c->nrecs, nnew = c->nrecs - c->nold; /* CKPT: rounds run by this invocation */
     int dp = n && (c->recs[0].dp_mode != FEDC_DP_OFF || c->recs[0].dp_sgd);
     fprintf(f, "\n  round   clients   train loss   test loss   test acc    seconds%s\n",
             dp ? "    epsilon" : "");
@@ -151,8 +225,10 @@ static void print_summary(FILE *f, const sim_ctx *c, double seconds, const char 
                     r->dp_sgd_epsilon, r->dp_delta,
                     r->dp_seeded_noise ? " (seeded test noise: NOT private)" : "");
     }
-    fprintf(f, "%zu rounds in %.1f s (%.1f rounds/min)\nmodel_sha256: %s\n", n, seconds,
-            seconds > 0 ? 60.0 * (double)n / seconds : 0, sha);
+    if (c->nold) /* CKPT */
+        fprintf(f, "Resumed after round %zu from its checkpoint\n", c->nold);
+    fprintf(f, "%zu rounds in %.1f s (%.1f rounds/min)\nmodel_sha256: %s\n", nnew, seconds,
+            seconds > 0 ? 60.0 * (double)nnew / seconds : 0, sha);
 }
 
 static char *config_text(const fedc_config *cfg)
@@ -265,9 +341,12 @@ int cmd_sim(int argc, char **argv)
         {"set", required_argument, NULL, 's'}, {"out", required_argument, NULL, 'o'},
         {"json", no_argument, NULL, 'j'},      {"threads", required_argument, NULL, 't'},
         {"quiet", no_argument, NULL, 'q'},     {"mpi", no_argument, NULL, 'M'},
+        {"checkpoint", required_argument, NULL, 'C'}, {"resume", no_argument, NULL, 'R'},
+        {"stop-after", required_argument, NULL, 'S'},
         {NULL, 0, NULL, 0},
     };
-    char **sets = calloc((size_t)argc, sizeof *sets);
+    char **sets = calloc((size_t)argc + 2, sizeof *sets);
+    char ckpt_set[4200] = ""; /* CKPT: "run.checkpoint_dir=DIR" */
     int nsets = 0, threads = 0, c;
     sim_ctx ctx;
     memset(&ctx, 0, sizeof ctx);
@@ -283,6 +362,25 @@ int cmd_sim(int argc, char **argv)
         case 'j': ctx.json = 1; break;
         case 'q': ctx.quiet = 1; break;
         case 'M': mpi = 1; break;
+        case 'C': /* CKPT */
+            if (!optarg[0] || strlen(optarg) > 4096) {
+                free(sets);
+                return cli_usage_error("sim", "--checkpoint wants a directory");
+            }
+            snprintf(ckpt_set, sizeof ckpt_set, "run.checkpoint_dir=%s", optarg);
+            break;
+        case 'R': sets[nsets++] = "run.resume=true"; break;
+        case 'S': {
+            char *end;
+            long r = strtol(optarg, &end, 10);
+            if (*end || r < 1 || r > 1000000) {
+                free(sets);
+                return cli_usage_error("sim", "--stop-after wants a round 1..1000000, got '%s'",
+                                       optarg);
+            }
+            ctx.stop_after = (uint32_t)r;
+            break;
+        }
         case 't': {
             char *end;
             long t = strtol(optarg, &end, 10);
@@ -304,6 +402,7 @@ int cmd_sim(int argc, char **argv)
                                                      : "one CONFIG file expected");
     }
     const char *config_path = argv[optind];
+    if (ckpt_set[0]) sets[nsets++] = ckpt_set; /* CKPT */
     if (mpi || fedc_mpi_launched()) { /* MPI */
         fedc_err merr;
         fedc_err_clear(&merr);
@@ -362,6 +461,37 @@ int cmd_sim(int argc, char **argv)
             goto done;
         }
         report_csv_header(ctx.csv);
+    }
+    const char *ckpt_dir = fedc_config_str(cfg, "run.checkpoint_dir"); /* CKPT */
+    if (fedc_config_bool(cfg, "run.resume") && !ckpt_dir[0]) {
+        cli_fail("sim", "--resume needs the checkpoint directory: --checkpoint DIR (or "
+                        "run.checkpoint_dir)");
+        goto done;
+    }
+    if (ckpt_dir[0] && (!mpi || fedc_mpi_rank() == 0)) { /* CKPT: rank 0 keeps the records */
+        uint32_t latest = 0;
+        if (fedc_sim_checkpoint_latest(ckpt_dir, &latest, &err) != FEDC_OK) {
+            cli_fail("sim", "%s", fedc_err_message(&err));
+            goto done;
+        }
+        if (latest && !fedc_config_bool(cfg, "run.resume")) {
+            cli_fail("sim", "%s holds checkpoints of a run (the newest after round %u): add "
+                            "--resume to continue it, or give another directory",
+                     ckpt_dir, latest);
+            goto done;
+        }
+        if (mkdir_p(ckpt_dir) != 0) {
+            cli_fail("sim", "cannot create checkpoint directory %s: %s", ckpt_dir,
+                     strerror(errno));
+            goto done;
+        }
+        if (records_open(&ctx, ckpt_dir, latest) != 0) goto done;
+        for (size_t i = 0; i < ctx.nold; i++) { /* the earlier rounds, in this run's outputs */
+            char *js = report_record_json(&ctx.recs[i]);
+            if (ctx.jsonl && js) fprintf(ctx.jsonl, "%s\n", js);
+            free(js);
+            if (ctx.csv) report_csv_row(ctx.csv, &ctx.recs[i]);
+        }
     }
 
     const fedc_model *model = fedc_trainer_nn_model(trainer);
@@ -422,6 +552,13 @@ int cmd_sim(int argc, char **argv)
     if (st != FEDC_OK) {
         cli_fail("sim", "%s", fedc_err_message(&err));
         if (mpi && st == FEDC_ERR_NETWORK) fedc_mpi_abort(1); /* MPI: the others may be stuck */
+        goto done;
+    }
+    if (ctx.write_error) { /* CKPT */
+        cli_fail("sim", "cannot write %s/records.bin: %s; stopped after round %u, which a "
+                        "--resume continues once the disk is writable",
+                 fedc_config_str(cfg, "run.checkpoint_dir"), strerror(errno),
+                 fedc_engine_last_round(engine));
         goto done;
     }
     double seconds = cli_now() - t_start;
@@ -523,6 +660,7 @@ done:
     if (mpi && !mpi_agreed) mpi_setup_agree(0, &err); /* MPI: a setup step failed here */
     if (ctx.jsonl) fclose(ctx.jsonl);
     if (ctx.csv) fclose(ctx.csv);
+    if (ctx.records) fclose(ctx.records); /* CKPT */
     free(ctx.recs);
     free(cfg_text);
     fedc_run_fini(&run);

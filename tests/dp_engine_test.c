@@ -639,7 +639,8 @@ static void test_submit_checks(void **state)
     assert_true(rec.epsilon == budget_eps(0.25, 0.1, 7));
     fedc_engine_destroy(e);
     fedc_config_destroy(cfg);
-    /* local DP's per-client accounts are not in checkpoints yet */
+    /* local DP's per-client accounts are not in the model: a model-only restore is refused
+     * (engine checkpoints hold them: engine_checkpoint_test) */
     const char *const local[] = {"dp.mode=local", NULL};
     cfg = make_config(probe_base, local);
     assert_int_equal(fedc_engine_create(cfg, &t, &e, &err), FEDC_OK);

@@ -3,7 +3,11 @@
  * models and round records to one handle, for every strategy over several rounds (server
  * state, SCAFFOLD controls, QFedAvg losses, refused results included); malformed or
  * inconsistent partials are refused with clear errors; the assignment of clients to ranks is
- * deterministic and balanced; a build without MPI says how to install it. */
+ * deterministic and balanced; a build without MPI says how to install it. DP: central DP (with
+ * adaptive clipping and DP-SGD accounting) split over 2 engines, combined as the MPI backend
+ * combines it (the DP run's partial summed, charges replayed, statistics concatenated, the
+ * noise drawn by one engine and shared by the release hook) gives the one engine's model,
+ * clip and epsilons, bit for bit. */
 #include "testutil.h"
 
 #include <math.h>
@@ -13,7 +17,9 @@
 #include "fedc/accum.h"
 #include "fedc/config.h"
 #include "fedc/mpi.h"
+#include "fedc/engine.h"
 #include "fedc/rng.h"
+#include "fedc/run.h"
 #include "fedc/strategy.h"
 
 #define P 37      /* parameters: odd, not a multiple of any vector width */
@@ -431,6 +437,146 @@ static void test_without_mpi_or_before_init(void **state)
     }
 }
 
+/* ---- DP split over two engines ---- */
+
+static float g_mean[4096];
+static double g_shared[2];
+static int g_shared_ready;
+
+/* The drawing engine's hook: keeps what it drew. */
+static fedc_status hook_draw(void *user, float *mean, size_t n, double shared[2], fedc_err *err)
+{
+    (void)user;
+    (void)err;
+    assert_true(n <= 4096);
+    memcpy(g_mean, mean, n * sizeof *mean);
+    memcpy(g_shared, shared, sizeof g_shared);
+    g_shared_ready = 1;
+    return FEDC_OK;
+}
+
+/* The other engine's hook: takes it (a broadcast). */
+static fedc_status hook_take(void *user, float *mean, size_t n, double shared[2], fedc_err *err)
+{
+    (void)user;
+    (void)err;
+    assert_true(g_shared_ready);
+    memcpy(mean, g_mean, n * sizeof *mean);
+    memcpy(shared, g_shared, sizeof g_shared);
+    g_shared_ready = 0;
+    return FEDC_OK;
+}
+
+static void test_dp_splits_exactly(void **state)
+{
+    (void)state;
+    const char *sets[] = {"data.dataset=synthetic-iid", "clients.count=16", "clients.per_round=6",
+                          "model.spec=logreg", "strategy.name=fedadam", "dp.mode=central",
+                          "dp.seeded_noise=true", "dp.noise_multiplier=0.5", "dp.clip=0.5",
+                          "dp.delta=0.01", "dp.adaptive_clip=true", "dp.clip_on=server",
+                          "dp.sgd=true", "run.rounds=4", NULL};
+    fedc_config *cfg = fedc_config_create();
+    for (const char *const *s = sets; *s; s++)
+        if (fedc_config_set(cfg, *s, "test") != FEDC_OK)
+            fail_msg("%s: %s", *s, fedc_config_errmsg(cfg));
+    fedc_run one, part[2];
+    fedc_err err;
+    if (fedc_run_init(&one, cfg, 0, &err) != FEDC_OK) fail_msg("%s", err.msg);
+    for (int r = 0; r < 2; r++)
+        if (fedc_run_init(&part[r], cfg, 0, &err) != FEDC_OK) fail_msg("%s", err.msg);
+    size_t n = fedc_engine_num_params(one.engine);
+    fedc_dp_run *dp[2] = {fedc_engine_dp(part[0].engine), fedc_engine_dp(part[1].engine)};
+    assert_non_null(dp[0]);
+    fedc_dp_run_set_release_hook(dp[0], hook_draw, NULL, 1);
+    fedc_dp_run_set_release_hook(dp[1], hook_take, NULL, 0);
+    size_t len = fedc_dp_run_partial_len(dp[0]);
+    assert_int_equal(len, n + FEDC_ACCUM_TRAILER + 2);
+    int64_t *sum = malloc(len * sizeof *sum), *mine = malloc(len * sizeof *mine);
+    float *u = malloc(n * sizeof *u);
+    unsigned char stats[2][16 * FEDC_ENGINE_DP_STAT_BYTES], all[16 * FEDC_ENGINE_DP_STAT_BYTES];
+    for (uint32_t round = 1; round <= 4; round++) {
+        const uint32_t *ids, *ids0, *ids1;
+        size_t k, k0, k1;
+        assert_int_equal(fedc_engine_round_begin(one.engine, &ids, &k, &err), FEDC_OK);
+        assert_int_equal(fedc_engine_round_begin(part[0].engine, &ids0, &k0, &err), FEDC_OK);
+        assert_int_equal(fedc_engine_round_begin(part[1].engine, &ids1, &k1, &err), FEDC_OK);
+        assert_int_equal(k, 6);
+        /* client j goes to engine j % 2; its update is random, some above the clip */
+        for (size_t j = 0; j < k; j++) {
+            fedc_rng rng;
+            fedc_rng_init(&rng, 9, round, ids[j], FEDC_RNG_SHUFFLE);
+            double scale = j % 3 == 0 ? 0.5 : 0.02;
+            for (size_t i = 0; i < n; i++) u[i] = (float)(scale * (fedc_rng_uniform(&rng) - 0.5));
+            fedc_fit_out out = {u, NULL, 50 + ids[j], 1.5 + 0.1 * (double)j, NAN, 5 + j};
+            fedc_dp_client_report rep = {1};
+            float *copy = malloc(n * sizeof *copy);
+            memcpy(copy, u, n * sizeof *u);
+            assert_int_equal(fedc_engine_submit_dp(one.engine, ids[j], &out, &rep, 0.0, &err),
+                             FEDC_OK);
+            out.update = copy;
+            assert_int_equal(fedc_engine_submit_dp(part[j % 2].engine, ids[j], &out, &rep, 0.0,
+                                                   &err),
+                             FEDC_OK);
+            /* the other engine replays the charge */
+            assert_int_equal(fedc_dp_run_charge(dp[1 - j % 2], ids[j], out.num_examples,
+                                                out.steps, &err),
+                             FEDC_OK);
+            free(copy);
+        }
+        /* combine: the DP partials summed, the counters summed, the statistics concatenated */
+        memset(sum, 0, len * sizeof *sum);
+        int64_t c0[FEDC_ENGINE_COUNTERS], c1[FEDC_ENGINE_COUNTERS];
+        fedc_engine_round_counters(part[0].engine, c0);
+        fedc_engine_round_counters(part[1].engine, c1);
+        for (int i = 0; i < FEDC_ENGINE_COUNTERS; i++) c0[i] += c1[i];
+        size_t ns = 0;
+        for (int r = 0; r < 2; r++) {
+            fedc_dp_run_partial(dp[r], mine);
+            for (size_t i = 0; i < len; i++) sum[i] = wrap_add(sum[i], mine[i]);
+            size_t c = fedc_engine_dp_stats_count(part[r].engine);
+            fedc_engine_dp_stats(part[r].engine, stats[r]);
+            memcpy(all + ns * FEDC_ENGINE_DP_STAT_BYTES, stats[r], c * FEDC_ENGINE_DP_STAT_BYTES);
+            ns += c;
+        }
+        assert_int_equal(ns, 6);
+        fedc_round_record ra, rb[2];
+        assert_int_equal(fedc_engine_round_end(one.engine, &ra, &err), FEDC_OK);
+        for (int r = 0; r < 2; r++) {
+            fedc_engine_set_round_counters(part[r].engine, c0);
+            assert_int_equal(fedc_dp_run_partial_set(dp[r], sum, &err), FEDC_OK);
+            assert_int_equal(fedc_engine_dp_stats_set(part[r].engine, all, ns, &err), FEDC_OK);
+            if (fedc_engine_round_end(part[r].engine, &rb[r], &err) != FEDC_OK)
+                fail_msg("round %u, engine %d: %s", round, r, err.msg);
+            if (memcmp(fedc_engine_global(one.engine), fedc_engine_global(part[r].engine),
+                       n * sizeof(float)) != 0)
+                fail_msg("round %u: engine %d's model differs from one engine's", round, r);
+            assert_int_equal(rb[r].participants, ra.participants);
+            assert_int_equal(rb[r].examples, ra.examples);
+            assert_true(rb[r].train_loss == ra.train_loss);
+            assert_true(rb[r].epsilon == ra.epsilon);
+            assert_true(rb[r].dp_clip == ra.dp_clip);
+            assert_true(rb[r].dp_unclipped_fraction == ra.dp_unclipped_fraction);
+            assert_true(rb[r].dp_sgd_epsilon == ra.dp_sgd_epsilon);
+        }
+        assert_true(isfinite(ra.epsilon) && ra.epsilon > 0);
+        assert_true(isfinite(ra.dp_sgd_epsilon) && ra.dp_sgd_epsilon > 0);
+    }
+    /* inconsistent counts are refused */
+    sum[n + FEDC_ACCUM_TRAILER] = 1;
+    sum[n + FEDC_ACCUM_TRAILER + 1] = 2;
+    assert_int_equal(fedc_dp_run_partial_set(dp[0], sum, &err), FEDC_ERR_FORMAT);
+    assert_non_null(strstr(err.msg, "2 unclipped of 1 observed"));
+    fedc_dp_run_set_release_hook(dp[0], NULL, NULL, 1);
+    fedc_dp_run_set_release_hook(dp[1], NULL, NULL, 1);
+    free(sum);
+    free(mine);
+    free(u);
+    fedc_run_fini(&one);
+    fedc_run_fini(&part[0]);
+    fedc_run_fini(&part[1]);
+    fedc_config_destroy(cfg);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -438,6 +584,7 @@ int main(void)
         cmocka_unit_test(test_bad_partials_refused),
         cmocka_unit_test(test_assign_balanced_and_deterministic),
         cmocka_unit_test(test_without_mpi_or_before_init),
+        cmocka_unit_test(test_dp_splits_exactly),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

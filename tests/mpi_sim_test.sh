@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # `mpirun -np R fedc sim` (docs/SCALING.md): the same model_sha256 and the same per-round
 # metrics as the single-process run with 1 and 2 threads, for a linear strategy (fedavg), a
-# server optimizer (fedadam), robust ones (krum, fedmedian) and scaffold; rank 0 alone writes
-# the outputs; a failure on one rank, ranks given different configs, and a rank that dies end
-# the run with a clear error. Without MPI in the build: `fedc sim --mpi` says how to install it,
+# server optimizer (fedadam), robust ones (krum, fedmedian) and scaffold; the same with
+# differential privacy (central with adaptive clipping, local, DP-SGD: same model and epsilon,
+# the budget stop on the same round) and with compression (error feedback, scaffold, krum);
+# rank 0 alone writes the outputs; a failure on one rank, ranks given different configs,
+# SecAgg (refused) and a rank that dies end the run with a clear error. Without MPI in the build: `fedc sim --mpi` says how to install it,
 # and the rest is skipped.
 set -u
 . "$FEDC_SRC/tests/lib.sh"
@@ -70,6 +72,43 @@ for s in fedavg fedadam krum fedmedian scaffold; do
   check "$s: one JSON line per round plus the final one, from rank 0 only" \
     test "$(wc -l <"$TMP/$s.m")" -eq 4
 done
+# DP and compression: the same model, epsilon and per-round records (bytes as encoded) on 2 ranks
+# as in one process with 2 threads. Seeded test noise makes the DP runs reproducible; rank 0
+# draws the central noise once and broadcasts it.
+DPC=(--set dp.mode=central --set dp.seeded_noise=true --set dp.noise_multiplier=0.5
+     --set dp.clip=1 --set dp.delta=0.01)
+cases=(
+  "dp-central-fedadam|${DPC[*]} --set dp.clip_on=server --set strategy.name=fedadam"
+  "dp-local-fedmedian|--set dp.mode=local --set dp.seeded_noise=true --set dp.noise_multiplier=0.5 --set dp.clip=1 --set dp.delta=0.01 --set strategy.name=fedmedian"
+  "dp-sgd-central|${DPC[*]} --set dp.sgd=true"
+  "dp-budget-stop|${DPC[*]} --set dp.adaptive_clip=true --set run.rounds=6 --set dp.epsilon_budget=12"
+  "compress-ef|--set compress.upload=topk:0.1 --set compress.error_feedback=on --set compress.download=fp16"
+  "compress-scaffold|--set compress.upload=qsgd:s=4 --set compress.error_feedback=on --set strategy.name=scaffold"
+  "compress-krum|--set compress.upload=topk:0.2 --set compress.error_feedback=on --set strategy.name=krum"
+)
+strip() { sed -E 's/"(seconds|fit_seconds|train_seconds|wait_seconds|comm_seconds|server_seconds|eval_seconds|imbalance)":[^,}]*,?//g; s/"ranks":2,"threads":1,//' "$1"; }
+for c in "${cases[@]}"; do
+  name=${c%%|*}
+  read -r -a args <<<"${c#*|}"
+  "$FEDC" sim "$TMP/run.ini" "${args[@]}" --json --threads 2 >"$TMP/$name.1" 2>"$TMP/err"
+  "${MPIRUN[@]}" -np 2 "$FEDC" sim "$TMP/run.ini" "${args[@]}" --json --threads 1 \
+    >"$TMP/$name.m" 2>"$TMP/$name.merr"
+  check "$name: mpirun -np 2 exits 0" test $? -eq 0
+  a=$(sha "$TMP/$name.1"); m=$(sha "$TMP/$name.m")
+  check "$name: a model hash ($a)" test ${#a} -eq 64
+  check "$name: the same model on 2 ranks" test "$a" = "$m"
+  check "$name: the same records (epsilon, clip, bytes) and final line on 2 ranks" \
+    test "$(strip "$TMP/$name.1")" = "$(strip "$TMP/$name.m")"
+done
+check "DP: records carry epsilon" grep -q '"epsilon":' "$TMP/dp-budget-stop.m"
+check "DP: adaptive clipping moved the clip" \
+  test "$(grep -o '"dp_clip":[0-9.e-]*' "$TMP/dp-budget-stop.m" | sort -u | wc -l)" -gt 1
+check "DP-SGD: example-level epsilon" grep -q '"dp_sgd_epsilon":' "$TMP/dp-sgd-central.m"
+check "DP budget: stopped after round 4 of 6 on 2 ranks" \
+  grep -q '"final":true,"rounds":4,.*"dp_budget_stop":true' "$TMP/dp-budget-stop.m"
+check "compression: bytes_up as encoded, below raw" \
+  grep -q '"bytes_up":[0-9]*,"bytes_down":[0-9]*,"bytes_up_raw":17080' "$TMP/compress-ef.m"
+
 check "federated evaluation ran (and matched)" grep -q '"fed_accuracy"' "$TMP/fedavg.m"
 check "final line reports ranks and communication time" \
   grep -q '"ranks":2,"threads":1,"train_seconds":.*"comm_seconds":' "$TMP/fedavg.m"
@@ -86,7 +125,7 @@ check "3 ranks: metrics.csv has a header and 3 rows" test "$(wc -l <"$TMP/out3/m
 check "3 ranks: the written model has the same hash" grep -q "$(sha "$TMP/fedavg.1")" "$TMP/insp"
 
 # Failures: on one rank only (MPMD launch: rank 1 gets another --set), different configs,
-# DP (not supported under MPI yet). Rank 0 names the rank and the reason; exit 1.
+# SecAgg (not supported under MPI). Rank 0 names the rank and the reason; exit 1.
 "${MPIRUN[@]}" -np 1 "$FEDC" sim "$TMP/run.ini" -q : -np 1 "$FEDC" sim "$TMP/run.ini" -q \
   --set data.dataset=csv:"$TMP/missing.csv" >"$TMP/o" 2>"$TMP/e"
 check "rank 1 without its data: exit non-zero" test $? -ne 0
@@ -98,9 +137,10 @@ check "different configs: exit non-zero" test $? -ne 0
 check "different configs: refused before training" \
   grep -q "ranks do not run the same federation: their configurations differ" "$TMP/e"
 check "different configs: said once" test "$(grep -c 'same federation' "$TMP/e")" -eq 1
-"${MPIRUN[@]}" -np 2 "$FEDC" sim "$TMP/run.ini" -q --set dp.mode=central >"$TMP/o" 2>"$TMP/e"
-check "DP under MPI: exit non-zero" test $? -ne 0
-check "DP under MPI: a clear refusal" grep -q "does not run under MPI yet" "$TMP/e"
+"${MPIRUN[@]}" -np 2 "$FEDC" sim "$TMP/run.ini" -q --set secagg.enabled=true >"$TMP/o" 2>"$TMP/e"
+check "SecAgg under MPI: exit non-zero" test $? -ne 0
+check "SecAgg under MPI: a clear refusal saying why" \
+  grep -q "secure aggregation (secagg.enabled) does not run under MPI: its protocol needs" "$TMP/e"
 
 # A rank that dies mid-run: mpirun ends the run, names the rank, and rank 0 says why it stops.
 "${MPIRUN[@]}" -np 2 "$FEDC" sim "$TMP/run.ini" -q --set run.rounds=1000000 \

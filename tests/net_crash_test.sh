@@ -5,6 +5,8 @@
 # moments, several times in a row (checkpoint writes and commits included): the store stays
 # readable, its rounds are always a prefix of the uninterrupted run's, and the run finishes
 # with the same model. A finished run restarts idempotently; another config is refused.
+# With a stateful server optimizer (fedadam) the checkpoints hold the engine's state too, and
+# the resumed run's final model is still the uninterrupted run's, bit for bit.
 set -u
 . "$FEDC_SRC/tests/lib.sh"
 
@@ -35,6 +37,7 @@ wait_exit() {
 kill9() { kill -9 "$1" 2>/dev/null; wait "$1" 2>/dev/null; }
 port_of() { grep -o '"port":[0-9]*' "$1" | head -1 | cut -d: -f2; }
 same() { [[ -n "$1" && "$1" == "$2" ]]; }  # non-empty and equal
+expect_absent() { [[ -s "$2" ]] && ! grep -q -- "$1" "$2"; }  # PATTERN FILE: non-empty, no match
 sha_of() { grep -o '"model_sha256":"[0-9a-f]*"' "$1" | tail -1 | cut -d'"' -f4; }
 # round_shas FILE: "round sha" per committed round line
 round_shas() { grep -o '"round":[0-9]*,.*"model_sha256":"[0-9a-f]*"' "$1" |
@@ -141,6 +144,40 @@ check "restarting a finished run exits 0 at once (got $EXIT_CODE)" test "$EXIT_C
 check "... with its model" same "$(sha_of s3.out)" "$SIM6"
 expect_exit 1 "$FEDC" server run.ini --listen 127.0.0.1:0 --state st --set run.seed=12
 expect_err "different configuration" "$FEDC" server run.ini --listen 127.0.0.1:0 --state st --set run.seed=12
+
+# ---- 1b. the same with a stateful server optimizer (fedadam): the checkpoints are engine
+# checkpoints (model + the server moments m, v), so the resumed run is exact ----
+{ cat run.ini; printf '[strategy]\nname = fedadam\neta = 0.05\n'; } >adam.ini
+"$FEDC" sim adam.ini --json --threads 1 >simA.out 2>/dev/null
+SIMA=$(sha_of simA.out)
+check "fedadam's uninterrupted model differs from fedavg's" test -n "$SIMA" -a "$SIMA" != "$SIM6"
+"$FEDC" server adam.ini --listen 127.0.0.1:0 --state sta --allow-file allow.txt --json >a1.out 2>a1.err &
+SRV=$!; PIDS+=("$SRV")
+wait_for a1.out '"listening"' 15
+PORT=$(port_of a1.out)
+URL="http://127.0.0.1:$PORT"
+CL=()
+for i in 0 1 2; do start_client $i "$URL" A; done
+for i in 3 4; do start_client $i "$URL" A --tasks 2; done
+wait_for a1.out '"round":2,' 60
+sleep 0.5
+check "fedadam: killed in the middle of round 3" test "$(grep -c '"round":' a1.out)" -eq 2
+kill9 "$SRV"
+"$FEDC" inspect sta/checkpoints/round-00000002.safetensors >ckA.txt 2>&1
+check "fedc inspect shows the checkpoint's state tensors" grep -q '__fedc__.strategy.v .*(state)' ckA.txt
+check "... and its model_sha256 over the model alone" grep -q 'matches metadata' ckA.txt
+"$FEDC" server adam.ini --listen "127.0.0.1:$PORT" --state sta --json >a2.out 2>a2.err &
+SRV=$!; PIDS+=("$SRV")
+wait_for a2.out '"listening"' 15
+check "fedadam: resumed after round 2" grep -q '"resumed_round":2' a2.out
+for i in 3 4; do start_client $i "$URL" B; done
+wait_exit "$SRV" 60
+check "fedadam: the resumed run finishes (exit $EXIT_CODE)" test "$EXIT_CODE" -eq 0
+check "fedadam: final model == the uninterrupted run's ($SIMA)" same "$(sha_of a2.out)" "$SIMA"
+check "... with no warning about lost server state" expect_absent 'not bit-identical' a2.err
+"$FEDC" inspect sta/model.safetensors --json >mA.out 2>&1
+check "the final model.safetensors holds the model alone" expect_absent '__fedc__' mA.out
+for i in 0 1 2 3 4; do wait_exit "${CL[$i]}" 20; done
 
 # ---- 2. SIGKILL at random moments, five times, then let it finish ----
 rm -rf st

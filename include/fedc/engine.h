@@ -79,6 +79,8 @@ typedef struct fedc_round_record {
     /* --- compression (docs/COMPRESSION.md): bytes_up / bytes_down above are as encoded --- */
     uint64_t bytes_down_raw; /* the downloads as float32, before compress.download */
     uint64_t bytes_up_raw;   /* the uploads as float32, before compress.upload */
+    uint64_t bytes_down_full; /* fedc server: what the round's downloads would have been as
+                                 full models (bytes_down counts deltas as sent); 0 in sim */
 } fedc_round_record;
 
 typedef struct fedc_engine fedc_engine;
@@ -100,13 +102,34 @@ void fedc_engine_destroy(fedc_engine *e); /* NULL allowed */
 const float *fedc_engine_global(const fedc_engine *e);
 size_t fedc_engine_num_params(const fedc_engine *e);
 const fedc_layout *fedc_engine_layout(const fedc_engine *e);
-/* Replaces the global model (checkpoint restore, or a retry). round = the last completed
- * round. Privacy accounts are never reduced (fedc_dp_run_restore): central DP charges the
- * rounds its accountant has not seen (an upper bound); local DP and DP-SGD keep their
- * per-client accounts, and a new engine restoring round > 0 with them is refused
- * (FEDC_ERR_UNSUPPORTED) until checkpoints hold them. */
+/* Replaces the global model alone (a retry, or a model-only file; to resume a run exactly,
+ * with the strategy's and DP's state, use fedc_engine_checkpoint_load). round = the last
+ * completed round. Privacy accounts are never reduced (fedc_dp_run_restore): central DP
+ * charges the rounds its accountant has not seen (an upper bound); local DP and DP-SGD keep
+ * their per-client accounts, and a new engine restoring round > 0 without them is refused
+ * (FEDC_ERR_UNSUPPORTED: load an engine checkpoint instead). */
 fedc_status fedc_engine_restore(fedc_engine *e, uint32_t round, const float *global,
                                 fedc_err *err);
+/* ---- Checkpoints: the engine's complete state (owner: state; docs/DEPLOY.md "Resume") ----
+ * Saves everything the engine needs to continue exactly after its last finished round: the
+ * global model, the round, the strategy's server state (momentum, moments, step counts,
+ * SCAFFOLD's control variate) and the DP run's state (adaptive clip, privacy accounts).
+ * Atomic: a temp file, fsync, rename. The file is safetensors: the model tensors keep their
+ * PyTorch names (fedc inspect and torch load them), the state tensors use the reserved
+ * "__fedc__." prefix, and the scalars (round, model_sha256 over the model tensors, the config
+ * digest, ...) live in __metadata__ (docs/DEPLOY.md "Resume" lists them). Not while a round is
+ * open (FEDC_ERR_STATE). Errors: FEDC_ERR_IO (naming the path; the old file stays),
+ * FEDC_ERR_NONFINITE (a state value overflowed), FEDC_ERR_NOMEM. */
+fedc_status fedc_engine_checkpoint_save(const fedc_engine *e, const char *path, fedc_err *err);
+/* Restores a checkpoint written by fedc_engine_checkpoint_save into an engine created from the
+ * same config (and trainer/model): the config digest in the metadata must match, and every
+ * tensor must have its expected name, dtype, size and finite values. The next round is then
+ * bit-identical to the one the saved engine would have run. On error the engine is unchanged.
+ * Not while a round is open. Errors: FEDC_ERR_IO (unreadable), FEDC_ERR_FORMAT (truncated,
+ * corrupt, a missing or malformed tensor: the message names it), FEDC_ERR_CONFIG (another
+ * config), FEDC_ERR_SHAPE (another model layout), FEDC_ERR_NONFINITE, FEDC_ERR_STATE,
+ * FEDC_ERR_NOMEM. */
+fedc_status fedc_engine_checkpoint_load(fedc_engine *e, const char *path, fedc_err *err);
 /* The last completed round (0 before the first). */
 uint32_t fedc_engine_last_round(const fedc_engine *e);
 /* The strategy's name ("fedavg"). */
@@ -126,8 +149,9 @@ int fedc_engine_needs_control(const fedc_engine *e);
 
 /* Hands a client's result to the round. Thread-safe. A result with a wrong size, NaN/Inf, or
  * out of the aggregator's range is refused (counted in the record's `rejected`, logged) and
- * the round goes on: the return value says why. Same as fedc_engine_submit_dp with no DP
- * report. */
+ * the round goes on: the return value says why. A result of 0 examples (a client without
+ * training data: data.min_size = 0) is skipped: FEDC_OK, neither accepted nor rejected, nothing
+ * folded or charged. Same as fedc_engine_submit_dp with no DP report. */
 fedc_status fedc_engine_submit(fedc_engine *e, uint32_t client, const fedc_fit_out *out,
                                double fit_seconds, fedc_err *err);
 
@@ -173,8 +197,8 @@ void fedc_engine_eval_clients(fedc_engine *e, uint32_t round, const uint32_t **c
  * the same history (one per MPI rank). Each engine gets its share of the round's clients; the
  * transport sums the engines' round counters and combines the strategies' partial aggregates
  * (fedc/strategy.h, fedc_strategy_partial_*), installs the combination in one engine or in
- * every engine, and finishes the round there with fedc_engine_round_end. Not with DP (its sums
- * live in the engine's DP run, which has no partial API yet). */
+ * every engine, and finishes the round there with fedc_engine_round_end. With DP, the DP run's
+ * partial and central DP's statistics are combined the same way (below). */
 typedef struct fedc_strategy fedc_strategy;
 
 #define FEDC_ENGINE_COUNTERS 5
@@ -185,12 +209,35 @@ void fedc_engine_round_counters(const fedc_engine *e, int64_t out[FEDC_ENGINE_CO
 void fedc_engine_set_round_counters(fedc_engine *e, const int64_t in[FEDC_ENGINE_COUNTERS]);
 /* The engine's strategy, owned by the engine, for the partial-aggregate API. */
 fedc_strategy *fedc_engine_strategy(fedc_engine *e);
+/* DP under MPI: the engine's DP run (NULL without DP), for its partial API and release hook
+ * (fedc/privacy.h, "Scale-out"). Central DP also keeps, per accepted result, what the round's
+ * record needs (client, examples, training loss): FEDC_ENGINE_DP_STAT_BYTES bytes each,
+ * combined by concatenation in any order and installed in every engine before round_end. */
+fedc_dp_run *fedc_engine_dp(fedc_engine *e);
+#define FEDC_ENGINE_DP_STAT_BYTES 24
+size_t fedc_engine_dp_stats_count(const fedc_engine *e);
+void fedc_engine_dp_stats(const fedc_engine *e, unsigned char *out);
+/* Replaces the open round's statistics with `count` records (at most the selected clients).
+ * Errors: FEDC_ERR_STATE (no round open), FEDC_ERR_FORMAT, FEDC_ERR_NOMEM. */
+fedc_status fedc_engine_dp_stats_set(fedc_engine *e, const unsigned char *recs, size_t count,
+                                     fedc_err *err);
 /* Closes the open round with a global model computed by another engine (num_params floats;
  * may be fedc_engine_global(e) when the model is unchanged). The strategy's round is abandoned
  * (the next begin_round clears it): only for strategies whose server state is the model alone
  * (the robust ones). Errors: FEDC_ERR_STATE (no round open), FEDC_ERR_NONFINITE (global
  * unchanged). */
 fedc_status fedc_engine_round_adopt(fedc_engine *e, const float *global, fedc_err *err);
+
+/* ---- Addition for secure aggregation (src/sim/sim_secagg.c, src/net/server_secagg.c; owner:
+ * secagg) ----
+ * Central DP under SecAgg+: the round's one pre-aggregated result, the unmasked SUM of the
+ * updates of `count` selected clients (clients, each clipped to dp.clip on the client), folded
+ * as is into the DP run's exact sum; each of those clients counts as one accepted result (once
+ * per round). Noise is added once, at fedc_engine_round_end, as for central DP. Thread-safe.
+ * Errors: FEDC_ERR_STATE (no round open, or not dp.mode = central), FEDC_ERR_INVALID (a client
+ * not selected or already counted), FEDC_ERR_RANGE / FEDC_ERR_NONFINITE (the sum), NOMEM. */
+fedc_status fedc_engine_submit_sum(fedc_engine *e, const uint32_t *clients, uint32_t count,
+                                   const float *sum, double fit_seconds, fedc_err *err);
 
 #ifdef __cplusplus
 }

@@ -10,7 +10,10 @@
  *     computes the same server step (identical deterministic computation, checked each round
  *     by a digest of the model), so server state (momenta, control variates) stays in step;
  *   - robust strategies: MPI_Gatherv of the held updates and records to rank 0, which computes
- *     the round and broadcasts the new model.
+ *     the round and broadcasts the new model;
+ *   - differential privacy: the DP run's exact sum and counts join the allreduce, every result's
+ *     privacy charge is replayed on every rank, and rank 0 draws the noise and broadcasts the
+ *     noised mean (fedc_dp_run_set_release_hook).
  * The final model is bit-identical to the single-process run (fedc_sim_run) with the same
  * config and seed, whatever the number of ranks and threads. Rank 0 evaluates and reports.
  *
@@ -91,8 +94,12 @@ typedef struct fedc_mpi_stats {
  * on_round is called on rank 0 only). Every rank passes its own engine, trainer and config,
  * built identically. The engine holds the final global model afterwards on every rank.
  * Errors are agreed: every rank returns a failure together, with the message of the lowest
- * failing rank (fedc_mpi_agree); a rank that dies is reported by mpirun, which ends the others. Errors:
- * FEDC_ERR_UNSUPPORTED (no MPI; DP under MPI), FEDC_ERR_NETWORK (an MPI call failed),
+ * failing rank (fedc_mpi_agree); a rank that dies is reported by mpirun, which ends the others.
+ * Differential privacy and compression run as in one process (the same model and epsilon):
+ * DP's sums and per-client charges are combined across ranks and central noise is drawn once,
+ * at rank 0, and broadcast. Checkpoints and run.resume as fedc_sim_run (fedc/sim.h): rank 0
+ * writes, every rank reads the newest checkpoint. Errors:
+ * FEDC_ERR_UNSUPPORTED (no MPI; secagg.enabled), FEDC_ERR_NETWORK (an MPI call failed),
  * FEDC_ERR_STATE (the ranks' models diverged, e.g. different CPUs or libm), the trainer's and
  * the engine's (as fedc_sim_run). stats (may be NULL) receives this rank's timings. */
 fedc_status fedc_mpi_run(fedc_engine *engine, const fedc_trainer *trainer, const fedc_config *cfg,

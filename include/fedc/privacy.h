@@ -438,9 +438,58 @@ fedc_status fedc_dp_run_round_end(fedc_dp_run *dp, int release, float *mean_out,
  * process) is charged the missing ones (an upper bound: exact when no round missed its
  * quorum), and its adaptive clip restarts from dp.clip; one holding as many or more (a retry
  * in the same process) is kept. Local DP and DP-SGD keep their per-client accounts; a new
- * process restoring rounds > 0 has none, and checkpoints do not hold them yet:
- * FEDC_ERR_UNSUPPORTED. */
+ * process restoring rounds > 0 has none: FEDC_ERR_UNSUPPORTED (fedc_dp_run_state_load, from an
+ * engine checkpoint, restores them). */
 fedc_status fedc_dp_run_restore(fedc_dp_run *dp, uint32_t rounds, fedc_err *err);
+
+/* ---- Checkpoints (fedc_engine_checkpoint_save / _load; owner: state) ----
+ * The DP run's state across rounds, as text entries (key, value) that round-trip exactly
+ * (doubles as %.17g): "max_q", "charged"; central: "accountant" (its phases "q:z:steps" joined
+ * by ';'), with adaptive clipping "clip", "clip_rounds", "last_fraction"; local DP:
+ * "participations" ("client:count" for every client that took part, ','-joined); DP-SGD: "sgd"
+ * ("client:steps:q"), "sgd_eps", "sgd_order". Secure noise has no state to keep; seeded test
+ * noise is re-seeded every round. */
+typedef fedc_status (*fedc_dp_put_fn)(void *ctx, const char *key, const char *value,
+                                      fedc_err *err);
+typedef const char *(*fedc_dp_get_fn)(void *ctx, const char *key); /* NULL: no such key */
+/* Calls put for every entry. Errors: put's, FEDC_ERR_NOMEM. */
+fedc_status fedc_dp_run_state_save(const fedc_dp_run *dp, fedc_dp_put_fn put, void *ctx,
+                                   fedc_err *err);
+/* Replaces the state with the entries get returns, for a run continuing after round `rounds`
+ * (a DP run of the same config). Everything is parsed and checked first (each entry present,
+ * well-formed, finite and in range: client ids below clients.count, counts and accountant steps
+ * at most `rounds`); on error nothing changes. Errors: FEDC_ERR_FORMAT (naming the entry),
+ * FEDC_ERR_RANGE, FEDC_ERR_NOMEM. */
+fedc_status fedc_dp_run_state_load(fedc_dp_run *dp, uint32_t rounds, fedc_dp_get_fn get,
+                                   void *ctx, fedc_err *err);
+
+/* ---- Scale-out (MPI: src/sim/mpi.c, docs/SCALING.md; owner: mpi) ----
+ * One run over several processes, each with a fedc_dp_run of the same config, each folding its
+ * share of the round's updates. Central DP's partial (the exact sum and the adaptive count) is
+ * combined by integer addition in any order and grouping (MPI_Allreduce, MPI_INT64_T, MPI_SUM)
+ * and installed in every process before fedc_dp_run_round_end, which then gives every process
+ * the same bits as one process folding every update. The noise of a release is drawn once: in
+ * the process whose release hook draws, and the hook hands its noised mean and adaptive clip
+ * to the others. Per-client accounts (local DP, DP-SGD) are combined by replaying every
+ * result's fedc_dp_run_charge in every process (the accounts do not depend on the order). */
+/* Int64 words of the partial: central DP, P + FEDC_ACCUM_TRAILER + 2; otherwise 0. */
+size_t fedc_dp_run_partial_len(const fedc_dp_run *dp);
+/* Writes the open round's partial (fedc_dp_run_partial_len words) into out. */
+void fedc_dp_run_partial(fedc_dp_run *dp, int64_t *out);
+/* Replaces the open round's sum and count by a combined partial (the element-wise sum of every
+ * process's). Errors: FEDC_ERR_RANGE (the combined sum out of the exact range), FEDC_ERR_FORMAT
+ * (inconsistent counts); the round's sum is then empty. */
+fedc_status fedc_dp_run_partial_set(fedc_dp_run *dp, const int64_t *in, fedc_err *err);
+/* Shares a release: mean (n floats) and shared[0..1] (the adaptive clip's new clip and noised
+ * unclipped fraction) must become the drawing process's values in every process (MPI_Bcast
+ * from it). Errors end the round with that error. */
+typedef fedc_status (*fedc_dp_release_fn)(void *user, float *mean, size_t n, double shared[2],
+                                          fedc_err *err);
+/* Installs the hook that fedc_dp_run_round_end calls on every release, after forming the noised
+ * mean and updating the adaptive clip and before they are used. draws = 1: this process draws
+ * the noise (one process only); draws = 0: it draws none and takes the hook's values. fn NULL
+ * removes the hook. */
+void fedc_dp_run_set_release_hook(fedc_dp_run *dp, fedc_dp_release_fn fn, void *user, int draws);
 
 /* ---------------------------------------------------------------------------------------------
  * Configuration

@@ -28,7 +28,18 @@ typedef struct fedc_sim_opts {
 } fedc_sim_opts;
 
 /* Runs rounds last_round+1 .. run.rounds of the engine's run. The engine holds the final global
- * model afterwards. Each simulated client applies the engine's DP task to its update after
+ * model afterwards.
+ *
+ * Checkpoints (run.checkpoint_dir not empty; docs/SCALING.md "Checkpoint and resume"): after
+ * every run.checkpoint_every-th round, after the last one, and after a round where on_round
+ * asked to stop, the run's complete state goes to DIR/round-NNNNNNNN/ (written as
+ * DIR/round-NNNNNNNN.tmp/, then renamed: a checkpoint is complete or absent): engine.safetensors
+ * (fedc_engine_checkpoint_save: model, strategy and DP state), clients.safetensors (state that
+ * lives with the simulated clients: SCAFFOLD's c_i as "scaffold.c.<id>", error feedback's
+ * residual as "residual.<id>"; only when some client has state) and MANIFEST. Only the newest
+ * run.keep_checkpoints are kept. With run.resume = true the run first loads the newest one (none
+ * there: it starts at round 1) and is then bit-identical to the uninterrupted run. A failed
+ * write ends the run with its error. Each simulated client applies the engine's DP task to its update after
  * fit (clipping, local noise: fedc_dp_client_apply), as a deployed client does. A round that
  * misses its quorum is logged and the run goes on; when the DP budget would be exceeded the
  * record says so (dp_budget_stop) and the run ends with FEDC_OK; a trainer error that is not
@@ -37,6 +48,11 @@ typedef struct fedc_sim_opts {
  * FEDC_ERR_BUDGET, the trainer's and the engine's. */
 fedc_status fedc_sim_run(fedc_engine *engine, const fedc_trainer *trainer,
                          const fedc_config *cfg, const fedc_sim_opts *opts, fedc_err *err);
+
+/* The round of the newest complete checkpoint in dir (DIR/round-NNNNNNNN/ holding a MANIFEST),
+ * into *round; 0 when there is none or dir does not exist. Errors: FEDC_ERR_IO (dir cannot be
+ * read). */
+fedc_status fedc_sim_checkpoint_latest(const char *dir, uint32_t *round, fedc_err *err);
 
 /* Number of online CPU cores (at least 1). */
 int fedc_sim_default_threads(void);

@@ -3,14 +3,18 @@
  *
  *   DIR/fedc.db                SQLite in WAL mode: the run, its committed rounds, each round's
  *                              participation and metrics, and the client allow-list
- *   DIR/checkpoints/           round-NNNNNNNN.safetensors, written atomically (temp, fsync,
- *                              rename, directory fsync) with model_sha256 in the metadata
- *   DIR/model.safetensors      the final model, when the run is over
+ *   DIR/checkpoints/           round-NNNNNNNN.safetensors: engine checkpoints
+ *                              (fedc_engine_checkpoint_save: the model under its PyTorch names,
+ *                              the strategy's "__fedc__." state tensors, the DP accounts and
+ *                              model_sha256 in the metadata), written atomically (temp, fsync,
+ *                              rename, directory fsync)
+ *   DIR/model.safetensors      the final model alone, when the run is over
  *
  * A round is committed by fedc_store_commit_round, in one transaction, only after its
  * checkpoint is durable; a restart resumes from the last committed round (fedc_store_run_open
- * gives it). Killing the process at any moment leaves the database and every committed
- * checkpoint intact (SQLite's WAL with synchronous = FULL; atomic checkpoint files).
+ * gives it) with fedc_engine_checkpoint_load, exactly where the run was. Killing the process
+ * at any moment leaves the database and every committed checkpoint intact (SQLite's WAL with
+ * synchronous = FULL; atomic checkpoint files).
  *
  * Not in client-only builds. Thread safety: a fedc_store is used by one thread at a time;
  * several processes may open the same DIR (the server runs while `fedc server allow` adds a

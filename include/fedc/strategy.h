@@ -204,6 +204,50 @@ fedc_status fedc_strategy_partial_set(fedc_strategy *s, const int64_t *sums,
                                       const float *held, fedc_err *err);
 
 /*
+ * Server state across rounds (checkpoints: fedc_engine_checkpoint_save / _load; owner: state).
+ * What a strategy carries from one round to the next besides the global model, as named items:
+ *   fedavgm     "momentum" (tensor; only with strategy.server_momentum > 0)
+ *   fedadagrad, fedadam, fedyogi  "m", "v" (tensors: the server moments; Flower's semantics
+ *               have no bias correction, hence no step count)
+ *   qfedavg     "f_ref" (real: the previous round's mean loss_before, which scales the weights)
+ *   scaffold    "control" (tensor: the server control variate c)
+ * fedavg, fedprox and the robust strategies have none. Tensors have fedc_strategy_update_len
+ * floats. The round's own sums are not state: a checkpoint is taken between rounds.
+ */
+typedef enum fedc_state_kind {
+    FEDC_STATE_TENSOR = 0, /* len float32 values (data) */
+    FEDC_STATE_REAL = 1,   /* one double (real) */
+    FEDC_STATE_INT = 2     /* one int64 (integer) */
+} fedc_state_kind;
+
+typedef struct fedc_state_item {
+    const char *name; /* e.g. "momentum"; static storage, at most 32 bytes */
+    fedc_state_kind kind;
+    const float *data; /* TENSOR: len floats */
+    size_t len;
+    double real;       /* REAL */
+    int64_t integer;   /* INT */
+} fedc_state_item;
+
+#define FEDC_STRATEGY_STATE_MAX 4 /* items of any strategy, at most */
+
+/* The strategy's server state: fills out[0..count-1] (room for FEDC_STRATEGY_STATE_MAX) and
+ * returns count (0: none). Tensor pointers point into the strategy and stay valid until its next
+ * non-const call. */
+size_t fedc_strategy_state_get(const fedc_strategy *s,
+                               fedc_state_item out[FEDC_STRATEGY_STATE_MAX]);
+
+/* Replaces the server state with items[0..n-1] (any order), as fedc_strategy_state_get gave
+ * them for a strategy of the same config. Everything is checked before anything changes:
+ * exactly the strategy's item names, each once, with its kind, tensors of update_len floats,
+ * every value finite and in its range (qfedavg's f_ref >= 0). Errors (the message names the
+ * item and, for a NaN or Inf, the index): FEDC_ERR_FORMAT (an unknown, missing or repeated
+ * item, a wrong kind), FEDC_ERR_SHAPE (a tensor's length), FEDC_ERR_NONFINITE, FEDC_ERR_RANGE.
+ * On error the strategy is unchanged. Call between rounds. */
+fedc_status fedc_strategy_state_set(fedc_strategy *s, const fedc_state_item *items, size_t n,
+                                    fedc_err *err);
+
+/*
  * Simulated attacks for robustness tests (a client option; see docs/STRATEGIES.md):
  *   "none" (or "")    no change
  *   "scale:F"         update *= F

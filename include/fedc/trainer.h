@@ -47,7 +47,8 @@ typedef struct fedc_fit_ins {
 typedef struct fedc_fit_out {
     float *update;          /* local parameters minus global */
     float *control_delta;   /* SCAFFOLD: c_i(new) - c_i(old); NULL when not used */
-    uint64_t num_examples;  /* examples the client trained on (the FedAvg weight) */
+    uint64_t num_examples;  /* examples the client trained on (the FedAvg weight); 0: the
+                               client has no training data and the engine skips the result */
     double train_loss;      /* mean training loss over the local steps */
     double loss_before;     /* loss of the global model on the client's data before training
                                (QFedAvg needs it; NAN when not computed) */

@@ -21,6 +21,15 @@ static const fedc_config_key keys[] = {
     INT_KEY("run", "threads", "0", 0, 1024, "worker threads (0 = one per core)"),
     CHOICE_KEY("run", "log_level", "warn", "error|warn|info|debug|trace",
                "least severe log level shown"),
+    /* checkpoints of `fedc sim` (owner: mpi; docs/SCALING.md "Checkpoint and resume") */
+    STR_KEY("run", "checkpoint_dir", "",
+            "fedc sim: directory of the run's checkpoints (--checkpoint DIR); empty = none"),
+    INT_KEY("run", "checkpoint_every", "1", 1, 1000000,
+            "fedc sim: write a checkpoint every N rounds (and after the last round)"),
+    INT_KEY("run", "keep_checkpoints", "2", 0, 1000000,
+            "fedc sim: newest checkpoints kept in checkpoint_dir (0 = all)"),
+    BOOL_KEY("run", "resume", "false",
+             "fedc sim: continue from the newest checkpoint in checkpoint_dir (--resume)"),
 
     /* --- clients --- */
     INT_KEY("clients", "count", "100", 1, 10000000, "number of clients in the federation"),
@@ -150,7 +159,11 @@ static const fedc_config_key keys[] = {
     STR_KEY("compress", "download", "none",
             "encoding of the global model sent to clients (same grammar as compress.upload)"),
     BOOL_KEY("compress", "download_delta", "false",
-             "send the model as a delta against the version the client has cached"),
+             "fedc server: send the model as an exact delta (XOR, byte planes, zstd) against "
+             "the version the client has cached, when smaller"),
+    INT_KEY("compress", "delta_versions", "4", 1, 64,
+            "fedc server with download_delta: recent model versions kept as delta bases "
+            "(each costs 4 bytes per parameter)"),
     CHOICE_KEY("compress", "error_feedback", "auto", "auto|on|off",
                "carry what a lossy upload dropped into the client's next update "
                "(auto: on for topk)"),
@@ -172,6 +185,8 @@ static const fedc_config_key keys[] = {
             "cap on a client's example count used as its integer weight"),
     DBL_KEY("secagg", "dropout", "0", 0, 1, FEDC_CFG_MAX_EXCL,
             "simulation: fraction of clients vanishing before each of stages 2, 3 and 4"),
+    DBL_KEY("secagg", "stage_timeout", "30", 0, 86400, FEDC_CFG_MIN_EXCL,
+            "server: seconds each SecAgg stage after the first stays open for late clients"),
     /* --- secagg: end --- */
 
     /* --- round, server, client: begin (owned by the net module; docs/DEPLOY.md) --- */

@@ -6,8 +6,12 @@
  * updates into the DP run's own exact sum and gives the strategy one noised mean update per
  * round; local DP and DP-SGD only keep per-client accounts here (src/privacy/dp_run.c).
  */
+#include <assert.h>
+#include <errno.h>
 #include <math.h>
 #include <pthread.h>
+#include <sodium.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -16,7 +20,9 @@
 #include "fedc/engine.h"
 #include "fedc/log.h"
 #include "fedc/rng.h"
+#include "fedc/safetensors.h"
 #include "fedc/strategy.h"
+#include "fedc/version.h"
 
 struct fedc_engine {
     const fedc_config *cfg;
@@ -397,6 +403,17 @@ fedc_status fedc_engine_submit_dp(fedc_engine *e, uint32_t client, const fedc_fi
                                   const fedc_dp_client_report *report, double fit_seconds,
                                   fedc_err *err)
 {
+    if (out->num_examples == 0) { /* (owner: data) a client without training data */
+        pthread_mutex_lock(&e->lock); /* (data.min_size = 0): nothing to fold, no refusal */
+        int open = e->round_open;
+        if (open) {
+            e->bytes_up += update_bytes(e);
+            e->fit_seconds += fit_seconds;
+        }
+        pthread_mutex_unlock(&e->lock);
+        return open ? FEDC_OK
+                    : fedc_err_set(err, FEDC_ERR_STATE, "client %u: no round is open", client);
+    }
     if (e->dp_mode == FEDC_DP_CENTRAL) {
         fedc_status st = dp_submit_central(e, client, out, report, fit_seconds, err);
         if (st != FEDC_OK)
@@ -433,6 +450,28 @@ fedc_status fedc_engine_submit_dp(fedc_engine *e, uint32_t client, const fedc_fi
     if (st != FEDC_OK)
         fedc_log(FEDC_LOG_WARN, "round", "round %u: result of client %u refused: %s",
                  e->last_round + 1, client, fedc_err_message(err));
+    return st;
+}
+
+/* SecAgg + central DP (secagg): a pre-aggregated sum of clipped updates (engine.h). */
+fedc_status fedc_engine_submit_sum(fedc_engine *e, const uint32_t *clients, uint32_t count,
+                                   const float *sum, double fit_seconds, fedc_err *err)
+{
+    if (e->dp_mode != FEDC_DP_CENTRAL)
+        return fedc_err_set(err, FEDC_ERR_STATE, "engine: a pre-aggregated sum needs central DP");
+    pthread_mutex_lock(&e->lock);
+    fedc_status st = FEDC_OK;
+    for (uint32_t i = 0; i < count && st == FEDC_OK; i++) st = dp_admit(e, clients[i], err);
+    if (st == FEDC_OK) st = fedc_dp_run_fold(e->dp, sum, 1, err);
+    if (st == FEDC_OK) {
+        e->fit_seconds += fit_seconds;
+        e->accepted += count;
+        for (uint32_t i = 0; i < count; i++)
+            e->dp_stats[e->dp_nstats++] = (dp_stat){clients[i], 0, NAN};
+    } else if (e->round_open) {
+        e->refused += count;
+    }
+    pthread_mutex_unlock(&e->lock);
     return st;
 }
 
@@ -659,6 +698,51 @@ fedc_strategy *fedc_engine_strategy(fedc_engine *e)
     return e->strategy;
 }
 
+/* DP under MPI: the DP run (its partial API and release hook, fedc/privacy.h), and central DP's
+ * per-client statistics of the record as fixed 24-byte records (client, examples, loss). */
+fedc_dp_run *fedc_engine_dp(fedc_engine *e)
+{
+    return e->dp;
+}
+
+size_t fedc_engine_dp_stats_count(const fedc_engine *e)
+{
+    return e->dp_mode == FEDC_DP_CENTRAL ? e->dp_nstats : 0;
+}
+
+void fedc_engine_dp_stats(const fedc_engine *e, unsigned char *out)
+{
+    for (size_t i = 0; i < fedc_engine_dp_stats_count(e); i++) {
+        unsigned char *r = out + i * FEDC_ENGINE_DP_STAT_BYTES;
+        uint32_t zero = 0;
+        memcpy(r, &e->dp_stats[i].client, 4);
+        memcpy(r + 4, &zero, 4);
+        memcpy(r + 8, &e->dp_stats[i].examples, 8);
+        memcpy(r + 16, &e->dp_stats[i].loss, 8);
+    }
+}
+
+fedc_status fedc_engine_dp_stats_set(fedc_engine *e, const unsigned char *recs, size_t count,
+                                     fedc_err *err)
+{
+    if (e->dp_mode != FEDC_DP_CENTRAL) return FEDC_OK;
+    if (!e->round_open) return fedc_err_set(err, FEDC_ERR_STATE, "engine: no round is open");
+    if (count > e->nselected)
+        return fedc_err_set(err, FEDC_ERR_FORMAT, "dp statistics: %zu records for %zu clients",
+                            count, e->nselected);
+    FEDC_TRY(dp_reserve(e, err));
+    for (size_t i = 0; i < count; i++) {
+        const unsigned char *r = recs + i * FEDC_ENGINE_DP_STAT_BYTES;
+        dp_stat d;
+        memcpy(&d.client, r, 4);
+        memcpy(&d.examples, r + 8, 8);
+        memcpy(&d.loss, r + 16, 8);
+        e->dp_stats[i] = d;
+    }
+    e->dp_nstats = count;
+    return FEDC_OK;
+}
+
 fedc_status fedc_engine_round_adopt(fedc_engine *e, const float *global, fedc_err *err)
 {
     if (!e->round_open) return fedc_err_set(err, FEDC_ERR_STATE, "engine: no round is open");
@@ -671,4 +755,373 @@ fedc_status fedc_engine_round_adopt(fedc_engine *e, const float *global, fedc_er
     e->round_open = 0;
     e->last_round++;
     return FEDC_OK;
+}
+
+/* ---- Checkpoints: the engine's complete state (fedc/engine.h; owner: state) ----
+ * One safetensors file: the model's tensors first, under their PyTorch names, then the
+ * strategy's state tensors "__fedc__.strategy.NAME" (flat, update_len floats each); scalars in
+ * __metadata__: the usual model keys (format, fedc_version, model_spec, round, strategy,
+ * model_sha256 over the model tensors) and "__fedc__."-prefixed ones: the format version, the
+ * config digest, the SHA-256 of the state tensors, the strategy's scalars
+ * ("__fedc__.strategy.NAME") and the DP run's entries ("__fedc__.dp.KEY"). */
+
+#define CKPT_FORMAT "fedc-engine-checkpoint-1"
+#define CKPT_PREFIX "__fedc__."
+#define CKPT_STRATEGY CKPT_PREFIX "strategy."
+#define CKPT_DP CKPT_PREFIX "dp."
+
+/* Keys that may differ between the run that saved a checkpoint and the one loading it: they
+ * do not change what the engine computes (how many rounds, threads, logging, evaluation, the
+ * HTTP transport's settings, and run.* keys other than run.seed, such as checkpoint options). */
+static int key_is_operational(const fedc_config_key *k)
+{
+    static const char *const sections[] = {"eval", "round", "server", "client", NULL};
+    for (int i = 0; sections[i]; i++)
+        if (strcmp(k->section, sections[i]) == 0) return 1;
+    return strcmp(k->section, "run") == 0 && strcmp(k->name, "seed") != 0;
+}
+
+/* SHA-256 (hex) of "section.key=value\n" over every key that defines the run and differs
+ * from its default (so that a key added to the registry later, at its default, does not change
+ * the digest of an existing run). */
+static void config_digest(const fedc_config *cfg, char out[65])
+{
+    crypto_hash_sha256_state h;
+    crypto_hash_sha256_init(&h);
+    for (size_t i = 0; i < fedc_config_key_count(); i++) {
+        const fedc_config_key *k = fedc_config_key_at(i);
+        if (key_is_operational(k)) continue;
+        char dotted[128], line[256];
+        snprintf(dotted, sizeof dotted, "%s.%s", k->section, k->name);
+        const char *def = k->def ? k->def : "";
+        const char *str = NULL;
+        int n = 0;
+        switch (k->type) {
+        case FEDC_CFG_INT: {
+            long long x = (long long)fedc_config_int(cfg, dotted);
+            if (x == strtoll(def, NULL, 10)) continue;
+            n = snprintf(line, sizeof line, "%s=%lld\n", dotted, x);
+            break;
+        }
+        case FEDC_CFG_DOUBLE: {
+            double x = fedc_config_double(cfg, dotted);
+            if (x == strtod(def, NULL)) continue;
+            n = snprintf(line, sizeof line, "%s=%.17g\n", dotted, x);
+            break;
+        }
+        case FEDC_CFG_BOOL: {
+            int x = fedc_config_bool(cfg, dotted) != 0;
+            int d = !strcmp(def, "true") || !strcmp(def, "yes") || !strcmp(def, "on") ||
+                    !strcmp(def, "1");
+            if (x == d) continue;
+            n = snprintf(line, sizeof line, "%s=%d\n", dotted, x);
+            break;
+        }
+        default:
+            str = fedc_config_str(cfg, dotted);
+            if (strcmp(str, def) == 0) continue;
+            n = snprintf(line, sizeof line, "%s=", dotted);
+            break;
+        }
+        crypto_hash_sha256_update(&h, (const unsigned char *)line, (size_t)n);
+        if (str) { /* strings are hashed whole, however long */
+            crypto_hash_sha256_update(&h, (const unsigned char *)str, strlen(str));
+            crypto_hash_sha256_update(&h, (const unsigned char *)"\n", 1);
+        }
+    }
+    unsigned char d[crypto_hash_sha256_BYTES];
+    crypto_hash_sha256_final(&h, d);
+    sodium_bin2hex(out, 65, d, sizeof d);
+}
+
+/* Metadata under construction: owned key and value strings. */
+typedef struct ckpt_meta {
+    fedc_st_meta *m;
+    size_t n, cap;
+} ckpt_meta;
+
+static void ckpt_meta_free(ckpt_meta *cm)
+{
+    for (size_t i = 0; i < cm->n; i++) {
+        fedc_free((char *)cm->m[i].key);
+        fedc_free((char *)cm->m[i].value);
+    }
+    fedc_free(cm->m);
+}
+
+static fedc_status ckpt_meta_add(ckpt_meta *cm, const char *prefix, const char *key,
+                                 const char *value, fedc_err *err)
+{
+    if (cm->n == cm->cap) {
+        size_t cap = cm->cap ? 2 * cm->cap : 32;
+        fedc_st_meta *m = fedc_realloc(cm->m, cap * sizeof *m);
+        if (!m) return fedc_err_set(err, FEDC_ERR_NOMEM, "checkpoint: out of memory");
+        cm->m = m;
+        cm->cap = cap;
+    }
+    size_t lp = strlen(prefix), lk = strlen(key);
+    char *k = fedc_malloc(lp + lk + 1);
+    char *v = fedc_strdup(value);
+    if (!k || !v) {
+        fedc_free(k);
+        fedc_free(v);
+        return fedc_err_set(err, FEDC_ERR_NOMEM, "checkpoint: out of memory");
+    }
+    memcpy(k, prefix, lp);
+    memcpy(k + lp, key, lk + 1);
+    cm->m[cm->n++] = (fedc_st_meta){k, v};
+    return FEDC_OK;
+}
+
+static fedc_status ckpt_put_dp(void *ctx, const char *key, const char *value, fedc_err *err)
+{
+    return ckpt_meta_add(ctx, CKPT_DP, key, value, err);
+}
+
+static const char *ckpt_get_dp(void *ctx, const char *key)
+{
+    char full[128];
+    snprintf(full, sizeof full, "%s%s", CKPT_DP, key);
+    return fedc_safetensors_meta(ctx, full);
+}
+
+fedc_status fedc_engine_checkpoint_save(const fedc_engine *e, const char *path, fedc_err *err)
+{
+    assert(e && path);
+    if (e->round_open)
+        return fedc_err_set(err, FEDC_ERR_STATE, "%s: cannot checkpoint while round %u is open",
+                            path, e->last_round + 1);
+    const size_t P = e->num_params;
+    fedc_state_item items[FEDC_STRATEGY_STATE_MAX];
+    size_t nitems = fedc_strategy_state_get(e->strategy, items);
+    size_t ntensors = 0;
+    for (size_t i = 0; i < nitems; i++) ntensors += items[i].kind == FEDC_STATE_TENSOR;
+
+    ckpt_meta cm = {0};
+    fedc_layout *layout = fedc_layout_copy(e->layout);
+    float *data = fedc_malloc((ntensors + 1) * P * sizeof(float));
+    fedc_status st = FEDC_OK;
+    if (!layout || !data)
+        st = fedc_err_set(err, FEDC_ERR_NOMEM, "%s: out of memory for the checkpoint", path);
+    char round_s[24], text[64], sha[65], state_sha[65], cfg_sha[65];
+    if (st == FEDC_OK) {
+        fedc_vec_copy(P, e->global, data);
+        size_t at = P;
+        for (size_t i = 0; i < nitems && st == FEDC_OK; i++) {
+            char name[FEDC_TENSOR_NAME_MAX];
+            if (items[i].kind == FEDC_STATE_TENSOR) {
+                snprintf(name, sizeof name, "%s%s", CKPT_STRATEGY, items[i].name);
+                int64_t shape[1] = {(int64_t)P};
+                st = fedc_layout_add(layout, name, 1, shape, err);
+                fedc_vec_copy(P, items[i].data, data + at);
+                at += P;
+                continue;
+            }
+            if (items[i].kind == FEDC_STATE_REAL)
+                snprintf(text, sizeof text, "%.17g", items[i].real);
+            else
+                snprintf(text, sizeof text, "%lld", (long long)items[i].integer);
+            st = ckpt_meta_add(&cm, CKPT_STRATEGY, items[i].name, text, err);
+        }
+        snprintf(round_s, sizeof round_s, "%u", e->last_round);
+        fedc_vec_sha256_hex(P, data, sha);
+        fedc_vec_sha256_hex(ntensors * P, data + P, state_sha);
+        config_digest(e->cfg, cfg_sha);
+    }
+    const char *const fixed[][2] = {
+        {"format", "pt"},
+        {"fedc_version", FEDC_VERSION},
+        {"model_spec", fedc_config_str(e->cfg, "model.spec")},
+        {"round", round_s},
+        {"strategy", fedc_strategy_name(e->strategy)},
+        {"model_sha256", sha},
+        {CKPT_PREFIX "checkpoint", CKPT_FORMAT},
+        {CKPT_PREFIX "config_sha256", cfg_sha},
+        {CKPT_PREFIX "state_sha256", state_sha},
+    };
+    for (size_t i = 0; i < sizeof fixed / sizeof fixed[0] && st == FEDC_OK; i++)
+        st = ckpt_meta_add(&cm, "", fixed[i][0], fixed[i][1], err);
+    if (st == FEDC_OK && e->dp) st = fedc_dp_run_state_save(e->dp, ckpt_put_dp, &cm, err);
+    if (st == FEDC_OK) st = fedc_safetensors_write(path, layout, data, cm.m, cm.n, err);
+    ckpt_meta_free(&cm);
+    fedc_layout_destroy(layout);
+    fedc_free(data);
+    return st;
+}
+
+/* The file's model tensors (those before the first "__fedc__." one) against the engine's
+ * layout (names and shapes, in order), and the rest: only flat state tensors. */
+static fedc_status ckpt_check_layout(const fedc_engine *e, const char *path,
+                                     const fedc_layout *fl, fedc_err *err)
+{
+    const fedc_layout *ml = e->layout;
+    size_t k = 0;
+    while (k < fl->count && strncmp(fl->tensors[k].name, CKPT_PREFIX, strlen(CKPT_PREFIX)) != 0)
+        k++;
+    for (size_t i = 0; i < k || i < ml->count; i++) {
+        const fedc_tensor_info *a = i < k ? &fl->tensors[i] : NULL;
+        const fedc_tensor_info *b = i < ml->count ? &ml->tensors[i] : NULL;
+        if (!a || !b || strcmp(a->name, b->name) != 0 || a->ndim != b->ndim ||
+            memcmp(a->shape, b->shape, (size_t)a->ndim * sizeof a->shape[0]) != 0)
+            return fedc_err_set(err, FEDC_ERR_SHAPE,
+                                "%s: model tensor %zu is %s, the config's model (%s) has %s "
+                                "there: a checkpoint of another model",
+                                path, i, a ? a->name : "missing",
+                                fedc_config_str(e->cfg, "model.spec"), b ? b->name : "nothing");
+    }
+    for (size_t i = k; i < fl->count; i++) {
+        const fedc_tensor_info *t = &fl->tensors[i];
+        if (strncmp(t->name, CKPT_STRATEGY, strlen(CKPT_STRATEGY)) != 0)
+            return fedc_err_set(err, FEDC_ERR_FORMAT,
+                                "%s: tensor '%s' after the state tensors: not a fedc engine "
+                                "checkpoint layout",
+                                path, t->name);
+        if (t->ndim != 1 || t->numel != e->num_params)
+            return fedc_err_set(err, FEDC_ERR_SHAPE,
+                                "%s: state tensor '%s' has %zu values, the model has %zu", path,
+                                t->name, t->numel, e->num_params);
+    }
+    return FEDC_OK;
+}
+
+/* Copies of the strategy's current state, to roll back. */
+typedef struct ckpt_snapshot {
+    fedc_state_item items[FEDC_STRATEGY_STATE_MAX];
+    float *bufs[FEDC_STRATEGY_STATE_MAX];
+    size_t n;
+} ckpt_snapshot;
+
+static void ckpt_snapshot_free(ckpt_snapshot *s)
+{
+    for (size_t i = 0; i < s->n; i++) fedc_free(s->bufs[i]);
+}
+
+static fedc_status ckpt_snapshot_take(const fedc_strategy *strat, ckpt_snapshot *s, fedc_err *err)
+{
+    memset(s, 0, sizeof *s);
+    s->n = fedc_strategy_state_get(strat, s->items);
+    for (size_t i = 0; i < s->n; i++) {
+        if (s->items[i].kind != FEDC_STATE_TENSOR) continue;
+        if (!(s->bufs[i] = fedc_malloc(s->items[i].len * sizeof(float)))) {
+            ckpt_snapshot_free(s);
+            return fedc_err_set(err, FEDC_ERR_NOMEM, "checkpoint: out of memory");
+        }
+        fedc_vec_copy(s->items[i].len, s->items[i].data, s->bufs[i]);
+        s->items[i].data = s->bufs[i];
+    }
+    return FEDC_OK;
+}
+
+fedc_status fedc_engine_checkpoint_load(fedc_engine *e, const char *path, fedc_err *err)
+{
+    assert(e && path);
+    if (e->round_open)
+        return fedc_err_set(err, FEDC_ERR_STATE, "%s: cannot load a checkpoint while round %u is "
+                            "open", path, e->last_round + 1);
+    fedc_safetensors *f = NULL;
+    FEDC_TRY(fedc_safetensors_read(path, 0, &f, err)); /* also: every value finite */
+    fedc_status st = FEDC_OK;
+    const size_t P = e->num_params;
+    const char *v = fedc_safetensors_meta(f, CKPT_PREFIX "checkpoint");
+    if (!v || strcmp(v, CKPT_FORMAT) != 0)
+        st = fedc_err_set(err, FEDC_ERR_FORMAT,
+                          "%s: not a fedc engine checkpoint (metadata %scheckpoint is %s, "
+                          "expected %s): a model-only file cannot restore the engine's state",
+                          path, CKPT_PREFIX, v ? v : "missing", CKPT_FORMAT);
+    char want[65];
+    if (st == FEDC_OK) {
+        config_digest(e->cfg, want);
+        v = fedc_safetensors_meta(f, CKPT_PREFIX "config_sha256");
+        const char *strat = fedc_safetensors_meta(f, "strategy");
+        if (!v || strcmp(v, want) != 0)
+            st = fedc_err_set(err, FEDC_ERR_CONFIG,
+                              "%s: written by a run of another configuration (config digest %.16s, "
+                              "this run's %.16s; strategy %s, this run's %s): load a checkpoint "
+                              "with the config it was saved with",
+                              path, v ? v : "missing", want, strat ? strat : "?",
+                              fedc_strategy_name(e->strategy));
+    }
+    if (st == FEDC_OK) st = ckpt_check_layout(e, path, f->layout, err);
+    uint64_t round = 0;
+    if (st == FEDC_OK) {
+        v = fedc_safetensors_meta(f, "round");
+        const char *p = v;
+        while (p && *p >= '0' && *p <= '9' && round <= UINT32_MAX)
+            round = round * 10 + (uint64_t)(*p++ - '0');
+        if (!v || !*v || *p || round > UINT32_MAX)
+            st = fedc_err_set(err, FEDC_ERR_FORMAT, "%s: metadata round is %s, not a round number",
+                              path, v ? v : "missing");
+    }
+    /* integrity: the hashes of the model and of the state tensors */
+    if (st == FEDC_OK) {
+        const char *keys[2] = {"model_sha256", CKPT_PREFIX "state_sha256"};
+        size_t from[2] = {0, P}, len[2] = {P, f->layout->total - P};
+        for (int i = 0; i < 2 && st == FEDC_OK; i++) {
+            char got[65];
+            fedc_vec_sha256_hex(len[i], f->data + from[i], got);
+            v = fedc_safetensors_meta(f, keys[i]);
+            if (!v || strcmp(v, got) != 0)
+                st = fedc_err_set(err, FEDC_ERR_FORMAT,
+                                  "%s: %s mismatch (metadata %.16s, data %.16s): the file is "
+                                  "corrupt",
+                                  path, keys[i], v ? v : "missing", got);
+        }
+    }
+    /* the strategy's items: state tensors, then scalars from the metadata */
+    fedc_state_item items[FEDC_STRATEGY_STATE_MAX], want_items[FEDC_STRATEGY_STATE_MAX];
+    size_t nitems = 0, nwant = fedc_strategy_state_get(e->strategy, want_items);
+    const size_t lp = strlen(CKPT_STRATEGY);
+    for (size_t i = 0; st == FEDC_OK && i < f->layout->count; i++) {
+        const fedc_tensor_info *t = &f->layout->tensors[i];
+        if (strncmp(t->name, CKPT_STRATEGY, lp) != 0) continue;
+        if (nitems == FEDC_STRATEGY_STATE_MAX) {
+            st = fedc_err_set(err, FEDC_ERR_FORMAT, "%s: too many state tensors", path);
+            break;
+        }
+        items[nitems++] = (fedc_state_item){.name = t->name + lp, .kind = FEDC_STATE_TENSOR,
+                                            .data = f->data + t->offset, .len = t->numel};
+    }
+    for (size_t i = 0; st == FEDC_OK && i < f->nmeta; i++) {
+        const fedc_st_meta *m = &f->meta[i];
+        if (strncmp(m->key, CKPT_STRATEGY, lp) != 0) continue;
+        if (nitems == FEDC_STRATEGY_STATE_MAX) {
+            st = fedc_err_set(err, FEDC_ERR_FORMAT, "%s: too many strategy state entries", path);
+            break;
+        }
+        fedc_state_item it = {.name = m->key + lp, .kind = FEDC_STATE_REAL};
+        for (size_t k = 0; k < nwant; k++)
+            if (strcmp(want_items[k].name, it.name) == 0) it.kind = want_items[k].kind;
+        char *end = NULL;
+        errno = 0;
+        if (it.kind == FEDC_STATE_INT)
+            it.integer = strtoll(m->value, &end, 10);
+        else
+            it.real = strtod(m->value, &end);
+        if (!*m->value || *end || errno == ERANGE)
+            st = fedc_err_set(err, FEDC_ERR_FORMAT, "%s: metadata %s = '%.40s' is not a number",
+                              path, m->key, m->value);
+        items[nitems++] = it;
+    }
+    ckpt_snapshot old = {0};
+    if (st == FEDC_OK) st = ckpt_snapshot_take(e->strategy, &old, err);
+    if (st == FEDC_OK) {
+        st = fedc_strategy_state_set(e->strategy, items, nitems, err);
+        if (st != FEDC_OK) fedc_err_prefix(err, "%s: ", path);
+        if (st == FEDC_OK && e->dp) {
+            st = fedc_dp_run_state_load(e->dp, (uint32_t)round, ckpt_get_dp, f, err);
+            if (st != FEDC_OK) {
+                fedc_err_prefix(err, "%s: ", path);
+                fedc_status rb = fedc_strategy_state_set(e->strategy, old.items, old.n, NULL);
+                assert(rb == FEDC_OK); /* the values were the strategy's own */
+                (void)rb;
+            }
+        }
+        ckpt_snapshot_free(&old);
+    }
+    if (st == FEDC_OK) {
+        fedc_vec_copy(P, f->data, e->global);
+        e->last_round = (uint32_t)round;
+    }
+    fedc_safetensors_destroy(f);
+    return st;
 }

@@ -718,3 +718,76 @@ fedc_status fedc_strategy_partial_set(fedc_strategy *s, const int64_t *sums,
     s->rejected_shape = (size_t)ctr[PC_SHAPE];
     return FEDC_OK;
 }
+
+/* ---- server state across rounds, for checkpoints (fedc/strategy.h; owner: state) ---- */
+
+size_t fedc_strategy_state_get(const fedc_strategy *s,
+                               fedc_state_item out[FEDC_STRATEGY_STATE_MAX])
+{
+    assert(s && out);
+    if (!s->ops->state_get) return 0;
+    size_t n = s->ops->state_get(s, s->state, out);
+    assert(n <= FEDC_STRATEGY_STATE_MAX);
+    return n;
+}
+
+static const char *state_kind_name(fedc_state_kind k)
+{
+    return k == FEDC_STATE_TENSOR ? "tensor" : k == FEDC_STATE_REAL ? "real" : "integer";
+}
+
+fedc_status fedc_strategy_state_set(fedc_strategy *s, const fedc_state_item *items, size_t n,
+                                    fedc_err *err)
+{
+    assert(s && (items || n == 0));
+    const char *name = s->ops->name;
+    fedc_state_item want[FEDC_STRATEGY_STATE_MAX];
+    size_t nwant = fedc_strategy_state_get(s, want);
+    fedc_state_item got[FEDC_STRATEGY_STATE_MAX];
+    int seen[FEDC_STRATEGY_STATE_MAX] = {0};
+    /* every given item is one of the strategy's, once, of the right kind and size, finite */
+    for (size_t i = 0; i < n; i++) {
+        const fedc_state_item *it = &items[i];
+        size_t k = 0;
+        while (k < nwant && !(it->name && strcmp(it->name, want[k].name) == 0)) k++;
+        if (k == nwant)
+            return fedc_err_set(err, FEDC_ERR_FORMAT,
+                                "strategy %s: unknown server state item '%s' (a checkpoint of "
+                                "another strategy or configuration?)",
+                                name, it->name ? it->name : "(null)");
+        if (seen[k])
+            return fedc_err_set(err, FEDC_ERR_FORMAT, "strategy %s: state item '%s' given twice",
+                                name, it->name);
+        seen[k] = 1;
+        if (it->kind != want[k].kind)
+            return fedc_err_set(err, FEDC_ERR_FORMAT,
+                                "strategy %s: state item '%s' is a %s, expected a %s", name,
+                                it->name, state_kind_name(it->kind), state_kind_name(want[k].kind));
+        if (it->kind == FEDC_STATE_TENSOR) {
+            if (!it->data || it->len != s->n)
+                return fedc_err_set(err, FEDC_ERR_SHAPE,
+                                    "strategy %s: state tensor '%s' has %zu values, the model "
+                                    "has %zu",
+                                    name, it->name, it->data ? it->len : 0, s->n);
+            ptrdiff_t bad = fedc_vec_find_nonfinite(s->n, it->data);
+            if (bad >= 0)
+                return fedc_err_set(err, FEDC_ERR_NONFINITE,
+                                    "strategy %s: state tensor '%s': element %td is %g", name,
+                                    it->name, bad, (double)it->data[bad]);
+        } else if (it->kind == FEDC_STATE_REAL && !isfinite(it->real)) {
+            return fedc_err_set(err, FEDC_ERR_NONFINITE, "strategy %s: state value '%s' is %g",
+                                name, it->name, it->real);
+        }
+        got[k] = *it;
+    }
+    for (size_t k = 0; k < nwant; k++)
+        if (!seen[k])
+            return fedc_err_set(err, FEDC_ERR_FORMAT,
+                                "strategy %s: server state item '%s' is missing", name,
+                                want[k].name);
+    if (s->ops->state_set) return s->ops->state_set(s, s->state, got, err);
+    for (size_t k = 0; k < nwant; k++) /* tensors only: copied into the strategy's buffers */
+        if (want[k].kind == FEDC_STATE_TENSOR)
+            memmove((float *)want[k].data, got[k].data, s->n * sizeof(float));
+    return FEDC_OK;
+}

@@ -87,6 +87,14 @@ struct fedci_strategy_ops {
     /* Linear, scale-out: the strategy's own exact running sum besides the update sum (SCAFFOLD's
      * control sum), combined across partial aggregates like it. NULL: none. */
     fedc_accum *(*partial_accum)(const fedc_strategy *s, void *st);
+    /* Checkpoints: the server state carried across rounds (fedc_strategy_state_get's items,
+     * tensors pointing into st; at most FEDC_STRATEGY_STATE_MAX), returning their count. NULL:
+     * none. state_set installs items that the framework has matched to state_get's by name
+     * and checked (kind, length, finite), in state_get's order; it checks value ranges first
+     * and changes nothing on error. NULL: tensors are copied into state_get's buffers. */
+    size_t (*state_get)(const fedc_strategy *s, const void *st, fedc_state_item *out);
+    fedc_status (*state_set)(fedc_strategy *s, void *st, const fedc_state_item *items,
+                             fedc_err *err);
 };
 
 /* Scale-out (fedc_strategy_partial_*) relies on two properties of every strategy:

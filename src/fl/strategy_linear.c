@@ -88,6 +88,16 @@ static void fedavgm_apply(fedc_strategy *s, void *state, const float *x, const f
     }
 }
 
+/* Checkpoints: the momentum (none with mu = 0). */
+static size_t fedavgm_state_get(const fedc_strategy *s, const void *state, fedc_state_item *out)
+{
+    const fedavgm_state *st = state;
+    if (!st->m) return 0;
+    out[0] = (fedc_state_item){.name = "momentum", .kind = FEDC_STATE_TENSOR, .data = st->m,
+                               .len = s->n};
+    return 1;
+}
+
 const fedci_strategy_ops fedci_strategy_fedavgm = {
     .name = "fedavgm",
     .state_size = sizeof(fedavgm_state),
@@ -95,6 +105,7 @@ const fedci_strategy_ops fedci_strategy_fedavgm = {
     .init = fedavgm_init,
     .fini = fedavgm_fini,
     .apply = fedavgm_apply,
+    .state_get = fedavgm_state_get,
 };
 
 /* ---- fedadagrad, fedadam, fedyogi ---- */
@@ -199,6 +210,15 @@ static void fedyogi_apply(fedc_strategy *s, void *st, const float *x, const floa
     fedopt_apply_kind(s, st, x, d, next, FEDOPT_YOGI);
 }
 
+/* Checkpoints: the two moments. */
+static size_t fedopt_state_get(const fedc_strategy *s, const void *state, fedc_state_item *out)
+{
+    const fedopt_state *st = state;
+    out[0] = (fedc_state_item){.name = "m", .kind = FEDC_STATE_TENSOR, .data = st->m, .len = s->n};
+    out[1] = (fedc_state_item){.name = "v", .kind = FEDC_STATE_TENSOR, .data = st->v, .len = s->n};
+    return 2;
+}
+
 #define FEDOPT_OPS(NAME)                                                                       \
     const fedci_strategy_ops fedci_strategy_##NAME = {                                         \
         .name = #NAME,                                                                         \
@@ -208,6 +228,7 @@ static void fedyogi_apply(fedc_strategy *s, void *st, const float *x, const floa
         .fini = fedopt_fini,                                                                   \
         .configure_fit = fedopt_configure_fit,                                                 \
         .apply = NAME##_apply,                                                                 \
+        .state_get = fedopt_state_get,                                                         \
     }
 
 FEDOPT_OPS(fedadagrad);
@@ -302,6 +323,26 @@ static void qfedavg_commit(fedc_strategy *s, void *state)
     st->f_ref = sum / (double)s->nrecs;
 }
 
+/* Checkpoints: the reference loss that scales the next round's weights. */
+static size_t qfedavg_state_get(const fedc_strategy *s, const void *state, fedc_state_item *out)
+{
+    (void)s;
+    out[0] = (fedc_state_item){.name = "f_ref", .kind = FEDC_STATE_REAL,
+                               .real = ((const qfedavg_state *)state)->f_ref};
+    return 1;
+}
+
+static fedc_status qfedavg_state_set(fedc_strategy *s, void *state, const fedc_state_item *items,
+                                     fedc_err *err)
+{
+    (void)s;
+    if (!(items[0].real >= 0)) /* a mean of losses >= 0 */
+        return fedc_err_set(err, FEDC_ERR_RANGE, "strategy qfedavg: state value 'f_ref' is %g, "
+                            "a mean loss must be >= 0", items[0].real);
+    ((qfedavg_state *)state)->f_ref = items[0].real;
+    return FEDC_OK;
+}
+
 const fedci_strategy_ops fedci_strategy_qfedavg = {
     .name = "qfedavg",
     .state_size = sizeof(qfedavg_state),
@@ -312,6 +353,8 @@ const fedci_strategy_ops fedci_strategy_qfedavg = {
     .weigh = qfedavg_weigh,
     .aggregate = qfedavg_aggregate,
     .commit = qfedavg_commit,
+    .state_get = qfedavg_state_get,
+    .state_set = qfedavg_state_set,
 };
 
 /* ---- scaffold ---- */
@@ -395,6 +438,14 @@ static fedc_accum *scaffold_partial_accum(const fedc_strategy *s, void *state)
     return ((scaffold_state *)state)->csum;
 }
 
+/* Checkpoints: the server control variate (the round's control sum is not state). */
+static size_t scaffold_state_get(const fedc_strategy *s, const void *state, fedc_state_item *out)
+{
+    out[0] = (fedc_state_item){.name = "control", .kind = FEDC_STATE_TENSOR,
+                               .data = ((const scaffold_state *)state)->c, .len = s->n};
+    return 1;
+}
+
 const fedci_strategy_ops fedci_strategy_scaffold = {
     .name = "scaffold",
     .state_size = sizeof(scaffold_state),
@@ -408,4 +459,5 @@ const fedci_strategy_ops fedci_strategy_scaffold = {
     .apply = scaffold_apply,
     .commit = scaffold_commit,
     .partial_accum = scaffold_partial_accum,
+    .state_get = scaffold_state_get,
 };

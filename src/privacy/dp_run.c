@@ -13,7 +13,11 @@
  *     and the steps each client reports.
  */
 #include <assert.h>
+#include <errno.h>
 #include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "fedc/accum.h"
@@ -63,6 +67,10 @@ struct fedc_dp_run {
     double sgd_eps, sgd_order;
     fedc_dp_examples_fn examples;
     const void *examples_ctx;
+    /* scale-out (MPI): a release shared from the process that draws the noise */
+    fedc_dp_release_fn release_fn;
+    void *release_user;
+    int release_draws;
 };
 
 void fedc_dp_run_destroy(fedc_dp_run *dp)
@@ -414,16 +422,26 @@ fedc_status fedc_dp_run_round_end(fedc_dp_run *dp, int release, float *mean_out,
         if (release) {
             assert(mean_out);
             fedc_accum_sum(dp->sum, 1.0 / m, mean_out);
-            FEDC_TRY(fedc_dp_noise_add(&dp->noise, dp->num_params, mean_out, info->noise_stddev,
-                                       err));
+            int draw = !dp->release_fn || dp->release_draws; /* scale-out: one process draws */
+            if (draw)
+                FEDC_TRY(fedc_dp_noise_add(&dp->noise, dp->num_params, mean_out,
+                                           info->noise_stddev, err));
             if (fedc_accountant_add(dp->acc, dp->round_q, dp->z, 1) != FEDC_OK)
                 return fedc_err_set(err, FEDC_ERR_RANGE, "dp accountant: %s",
                                     fedc_accountant_errmsg(dp->acc));
             if (dp->round_q > dp->max_q) dp->max_q = dp->round_q;
             info->released = 1;
             if (dp->adaptive) {
-                fedc_adaptive_clip_update(&dp->ac, &dp->noise, &info->next_clip);
+                fedc_adaptive_clip_update(&dp->ac, draw ? &dp->noise : NULL, &info->next_clip);
                 dp->last_fraction = dp->ac.last_fraction;
+            }
+            if (dp->release_fn) { /* scale-out: every process gets the drawing one's release */
+                double shared[2] = {dp->ac.clip, dp->ac.last_fraction};
+                FEDC_TRY(dp->release_fn(dp->release_user, mean_out, dp->num_params, shared, err));
+                if (dp->adaptive) {
+                    dp->ac.clip = info->next_clip = shared[0];
+                    dp->ac.last_fraction = dp->last_fraction = shared[1];
+                }
             }
         }
         info->unclipped_fraction = dp->adaptive && release ? dp->last_fraction : NAN;
@@ -455,8 +473,9 @@ fedc_status fedc_dp_run_restore(fedc_dp_run *dp, uint32_t rounds, fedc_err *err)
     assert(dp);
     if ((dp->mode == FEDC_DP_LOCAL || dp->sgd) && !dp->charged && rounds > 0)
         return fedc_err_set(err, FEDC_ERR_UNSUPPORTED,
-                            "restoring round %u of a run with dp.mode = local or dp.sgd: the "
-                            "per-client privacy accounts are not in checkpoints yet",
+                            "restoring round %u of a run with dp.mode = local or dp.sgd from "
+                            "the model alone: the per-client privacy accounts are in engine "
+                            "checkpoints only (fedc_engine_checkpoint_load)",
                             rounds);
     if (dp->mode == FEDC_DP_CENTRAL) {
         uint64_t have = fedc_accountant_steps(dp->acc);
@@ -468,4 +487,354 @@ fedc_status fedc_dp_run_restore(fedc_dp_run *dp, uint32_t rounds, fedc_err *err)
     }
     dp->round = rounds;
     return FEDC_OK;
+}
+
+/* ---- checkpoints: the state across rounds as text entries (fedc/privacy.h; owner: state) ---- */
+
+typedef struct dp_text {
+    char *s;
+    size_t len, cap;
+    int failed;
+} dp_text;
+
+static void text_add(dp_text *t, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void text_add(dp_text *t, const char *fmt, ...)
+{
+    if (t->failed) return;
+    char piece[128];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(piece, sizeof piece, fmt, ap);
+    va_end(ap);
+    if (n < 0 || (size_t)n >= sizeof piece) {
+        t->failed = 1;
+        return;
+    }
+    if (t->len + (size_t)n + 1 > t->cap) {
+        size_t cap = t->cap ? 2 * t->cap : 256;
+        while (cap < t->len + (size_t)n + 1) cap *= 2;
+        char *s = fedc_realloc(t->s, cap);
+        if (!s) {
+            t->failed = 1;
+            return;
+        }
+        t->s = s;
+        t->cap = cap;
+    }
+    memcpy(t->s + t->len, piece, (size_t)n + 1);
+    t->len += (size_t)n;
+}
+
+/* put(key, the text), freeing it. */
+static fedc_status text_put(dp_text *t, const char *key, fedc_dp_put_fn put, void *ctx,
+                            fedc_err *err)
+{
+    fedc_status st = t->failed ? fedc_err_set(err, FEDC_ERR_NOMEM, "dp state: out of memory")
+                               : put(ctx, key, t->s ? t->s : "", err);
+    fedc_free(t->s);
+    memset(t, 0, sizeof *t);
+    return st;
+}
+
+fedc_status fedc_dp_run_state_save(const fedc_dp_run *dp, fedc_dp_put_fn put, void *ctx,
+                                   fedc_err *err)
+{
+    assert(dp && put);
+    dp_text t = {0};
+    text_add(&t, "%.17g", dp->max_q);
+    FEDC_TRY(text_put(&t, "max_q", put, ctx, err));
+    FEDC_TRY(put(ctx, "charged", dp->charged ? "1" : "0", err));
+    if (dp->mode == FEDC_DP_CENTRAL) {
+        for (size_t i = 0; i < fedc_accountant_phase_count(dp->acc); i++) {
+            double q, z;
+            uint64_t steps;
+            fedc_accountant_phase(dp->acc, i, &q, &z, &steps);
+            text_add(&t, "%s%.17g:%.17g:%llu", i ? ";" : "", q, z, (unsigned long long)steps);
+        }
+        FEDC_TRY(text_put(&t, "accountant", put, ctx, err));
+        if (dp->adaptive) {
+            text_add(&t, "%.17g", dp->ac.clip);
+            FEDC_TRY(text_put(&t, "clip", put, ctx, err));
+            text_add(&t, "%llu", (unsigned long long)dp->ac.rounds);
+            FEDC_TRY(text_put(&t, "clip_rounds", put, ctx, err));
+            text_add(&t, "%.17g", dp->last_fraction);
+            FEDC_TRY(text_put(&t, "last_fraction", put, ctx, err));
+        }
+    }
+    if (dp->mode == FEDC_DP_LOCAL) {
+        for (uint32_t c = 0; c < dp->num_clients; c++)
+            if (dp->participations[c])
+                text_add(&t, "%s%u:%u", t.len ? "," : "", c, dp->participations[c]);
+        FEDC_TRY(text_put(&t, "participations", put, ctx, err));
+    }
+    if (dp->sgd) {
+        for (uint32_t c = 0; c < dp->num_clients; c++)
+            if (dp->sgd_steps[c])
+                text_add(&t, "%s%u:%llu:%.17g", t.len ? "," : "", c,
+                         (unsigned long long)dp->sgd_steps[c], dp->sgd_q[c]);
+        FEDC_TRY(text_put(&t, "sgd", put, ctx, err));
+        text_add(&t, "%.17g", dp->sgd_eps);
+        FEDC_TRY(text_put(&t, "sgd_eps", put, ctx, err));
+        text_add(&t, "%.17g", dp->sgd_order);
+        FEDC_TRY(text_put(&t, "sgd_order", put, ctx, err));
+    }
+    return FEDC_OK;
+}
+
+/* A double from *p up to one of the stop characters (or the end); advances *p. NaN only when
+ * nan_ok. */
+static int parse_real(const char **p, int nan_ok, double *out)
+{
+    char *end;
+    errno = 0;
+    double v = strtod(*p, &end);
+    if (end == *p || errno == ERANGE || (isnan(v) ? !nan_ok : !isfinite(v))) return -1;
+    *p = end;
+    *out = v;
+    return 0;
+}
+
+static int parse_count(const char **p, uint64_t *out)
+{
+    if (**p < '0' || **p > '9') return -1;
+    uint64_t v = 0;
+    for (; **p >= '0' && **p <= '9'; (*p)++) {
+        if (v > (UINT64_MAX - 9) / 10) return -1;
+        v = v * 10 + (uint64_t)(**p - '0');
+    }
+    *out = v;
+    return 0;
+}
+
+/* The value of `key`, or NULL with err set. */
+static const char *entry(fedc_dp_get_fn get, void *ctx, const char *key, fedc_err *err)
+{
+    const char *v = get(ctx, key);
+    if (!v) fedc_err_set(err, FEDC_ERR_FORMAT, "dp state: entry '%s' is missing", key);
+    return v;
+}
+
+static fedc_status bad_entry(fedc_err *err, const char *key, const char *v, const char *at,
+                             const char *what)
+{
+    return fedc_err_set(err, FEDC_ERR_FORMAT, "dp state: entry '%s', at byte %td: %s", key,
+                        at - v, what);
+}
+
+/* One real entry in [lo, hi] (NaN allowed when nan_ok). */
+static fedc_status real_entry(fedc_dp_get_fn get, void *ctx, const char *key, double lo,
+                              double hi, int nan_ok, double *out, fedc_err *err)
+{
+    const char *v = entry(get, ctx, key, err);
+    if (!v) return FEDC_ERR_FORMAT;
+    const char *p = v;
+    if (parse_real(&p, nan_ok, out) != 0 || *p)
+        return bad_entry(err, key, v, p, "not a finite number");
+    if (!isnan(*out) && !(*out >= lo && *out <= hi))
+        return fedc_err_set(err, FEDC_ERR_RANGE, "dp state: entry '%s' = %.17g is outside "
+                            "[%g, %g]", key, *out, lo, hi);
+    return FEDC_OK;
+}
+
+fedc_status fedc_dp_run_state_load(fedc_dp_run *dp, uint32_t rounds, fedc_dp_get_fn get,
+                                   void *ctx, fedc_err *err)
+{
+    assert(dp && get);
+    double max_q = 0, clip = 0, last_fraction = NAN, sgd_eps = 0, sgd_order = NAN;
+    uint64_t clip_rounds = 0;
+    FEDC_TRY(real_entry(get, ctx, "max_q", dp->q, 1.0, 0, &max_q, err));
+    const char *v = entry(get, ctx, "charged", err);
+    if (!v) return FEDC_ERR_FORMAT;
+    if (strcmp(v, "0") != 0 && strcmp(v, "1") != 0)
+        return bad_entry(err, "charged", v, v, "not 0 or 1");
+    int charged = v[0] == '1';
+    fedc_accountant *acc = NULL;
+    uint32_t *part = NULL, max_part = 0;
+    uint64_t *sgd_steps = NULL;
+    double *sgd_q = NULL;
+    fedc_status st = FEDC_OK;
+    if (dp->mode == FEDC_DP_CENTRAL) {
+        const char *key = "accountant";
+        if (!(v = entry(get, ctx, key, err))) return FEDC_ERR_FORMAT;
+        if (!(acc = fedc_accountant_create(dp->orders, dp->norders, err)))
+            return err ? err->code : FEDC_ERR_NOMEM;
+        for (const char *p = v; st == FEDC_OK && *p;) {
+            double q, z;
+            uint64_t steps;
+            const char *at = p;
+            if (parse_real(&p, 0, &q) || *p++ != ':' || parse_real(&p, 0, &z) || *p++ != ':' ||
+                parse_count(&p, &steps) || (*p && *p != ';'))
+                st = bad_entry(err, key, v, at, "not a phase q:z:steps");
+            else if (!(q >= dp->q && q <= max_q) || z != dp->z || steps == 0)
+                st = fedc_err_set(err, FEDC_ERR_RANGE,
+                                  "dp state: accountant phase at byte %td: q %.17g z %.17g "
+                                  "steps %llu, this run has q in [%.17g, max_q %.17g], z %.17g",
+                                  at - v, q, z, (unsigned long long)steps, dp->q, max_q, dp->z);
+            else if ((st = fedc_accountant_add(acc, q, z, steps)) != FEDC_OK)
+                st = fedc_err_set(err, st == FEDC_ERR_NOMEM ? st : FEDC_ERR_RANGE,
+                                  "dp state: accountant: %s", fedc_accountant_errmsg(acc));
+            else if (*p == ';')
+                p++;
+        }
+        if (st == FEDC_OK && fedc_accountant_steps(acc) > rounds)
+            st = fedc_err_set(err, FEDC_ERR_RANGE,
+                              "dp state: the accountant holds %llu released rounds, more than "
+                              "the %u rounds done",
+                              (unsigned long long)fedc_accountant_steps(acc), rounds);
+        if (st == FEDC_OK && dp->adaptive) {
+            st = real_entry(get, ctx, "clip", 0, HUGE_VAL, 0, &clip, err);
+            if (st == FEDC_OK && !(clip > 0))
+                st = fedc_err_set(err, FEDC_ERR_RANGE, "dp state: entry 'clip' is %g", clip);
+            const char *r = st == FEDC_OK ? entry(get, ctx, "clip_rounds", err) : NULL;
+            const char *p = r;
+            if (st == FEDC_OK && !r) st = FEDC_ERR_FORMAT;
+            if (st == FEDC_OK && (parse_count(&p, &clip_rounds) || *p))
+                st = bad_entry(err, "clip_rounds", r, p, "not a count");
+            if (st == FEDC_OK && clip_rounds > rounds)
+                st = fedc_err_set(err, FEDC_ERR_RANGE, "dp state: clip_rounds %llu > %u rounds",
+                                  (unsigned long long)clip_rounds, rounds);
+            if (st == FEDC_OK)
+                st = real_entry(get, ctx, "last_fraction", 0, 1, 1, &last_fraction, err);
+        }
+    }
+    if (st == FEDC_OK && dp->mode == FEDC_DP_LOCAL) {
+        const char *key = "participations";
+        if (!(v = entry(get, ctx, key, err))) st = FEDC_ERR_FORMAT;
+        if (st == FEDC_OK && !(part = fedc_calloc(dp->num_clients, sizeof *part)))
+            st = fedc_err_set(err, FEDC_ERR_NOMEM, "dp state: out of memory");
+        for (const char *p = v; st == FEDC_OK && *p;) {
+            uint64_t c, n;
+            const char *at = p;
+            if (parse_count(&p, &c) || *p++ != ':' || parse_count(&p, &n) || (*p && *p != ','))
+                st = bad_entry(err, key, v, at, "not client:count");
+            else if (c >= dp->num_clients || n == 0 || n > rounds || part[c])
+                st = fedc_err_set(err, FEDC_ERR_RANGE,
+                                  "dp state: participations at byte %td: client %llu, count "
+                                  "%llu (clients.count %u, %u rounds, each client once)",
+                                  at - v, (unsigned long long)c, (unsigned long long)n,
+                                  dp->num_clients, rounds);
+            else {
+                part[c] = (uint32_t)n;
+                if (n > max_part) max_part = (uint32_t)n;
+                if (*p == ',') p++;
+            }
+        }
+    }
+    if (st == FEDC_OK && dp->sgd) {
+        const char *key = "sgd";
+        if (!(v = entry(get, ctx, key, err))) st = FEDC_ERR_FORMAT;
+        if (st == FEDC_OK && (!(sgd_steps = fedc_calloc(dp->num_clients, sizeof *sgd_steps)) ||
+                              !(sgd_q = fedc_calloc(dp->num_clients, sizeof *sgd_q))))
+            st = fedc_err_set(err, FEDC_ERR_NOMEM, "dp state: out of memory");
+        for (const char *p = v; st == FEDC_OK && *p;) {
+            uint64_t c, n;
+            double q;
+            const char *at = p;
+            if (parse_count(&p, &c) || *p++ != ':' || parse_count(&p, &n) || *p++ != ':' ||
+                parse_real(&p, 0, &q) || (*p && *p != ','))
+                st = bad_entry(err, key, v, at, "not client:steps:q");
+            else if (c >= dp->num_clients || n == 0 || !(q > 0 && q <= 1) || sgd_steps[c])
+                st = fedc_err_set(err, FEDC_ERR_RANGE,
+                                  "dp state: sgd at byte %td: client %llu, steps %llu, q %g "
+                                  "(clients.count %u, q in (0, 1], each client once)",
+                                  at - v, (unsigned long long)c, (unsigned long long)n, q,
+                                  dp->num_clients);
+            else {
+                sgd_steps[c] = n;
+                sgd_q[c] = q;
+                if (*p == ',') p++;
+            }
+        }
+        if (st == FEDC_OK) st = real_entry(get, ctx, "sgd_eps", 0, HUGE_VAL, 0, &sgd_eps, err);
+        if (st == FEDC_OK)
+            st = real_entry(get, ctx, "sgd_order", 1, HUGE_VAL, 1, &sgd_order, err);
+    }
+    if (st != FEDC_OK) {
+        fedc_accountant_destroy(acc);
+        fedc_free(part);
+        fedc_free(sgd_steps);
+        fedc_free(sgd_q);
+        return st;
+    }
+    /* all checked: install */
+    dp->max_q = max_q;
+    dp->charged = charged;
+    dp->round = rounds;
+    if (acc) {
+        fedc_accountant_destroy(dp->acc);
+        dp->acc = acc;
+    }
+    if (dp->adaptive) {
+        dp->ac.clip = clip;
+        dp->ac.rounds = clip_rounds;
+        dp->ac.last_fraction = dp->last_fraction = last_fraction;
+    }
+    if (part) {
+        fedc_free(dp->participations);
+        dp->participations = part;
+        dp->max_participations = max_part;
+    }
+    if (sgd_steps) {
+        fedc_free(dp->sgd_steps);
+        fedc_free(dp->sgd_q);
+        dp->sgd_steps = sgd_steps;
+        dp->sgd_q = sgd_q;
+        dp->sgd_eps = sgd_eps;
+        dp->sgd_order = sgd_order;
+    }
+    return FEDC_OK;
+}
+
+/* ---- scale-out: partial sums and a shared release (fedc/privacy.h; owner: mpi) ---- */
+
+/* The partial: the exact sum's raw words, then the adaptive count's observed and unclipped
+ * records. */
+size_t fedc_dp_run_partial_len(const fedc_dp_run *dp)
+{
+    assert(dp);
+    if (dp->mode != FEDC_DP_CENTRAL) return 0;
+    return fedc_accum_len(dp->sum) + FEDC_ACCUM_TRAILER + 2;
+}
+
+void fedc_dp_run_partial(fedc_dp_run *dp, int64_t *out)
+{
+    assert(dp && out);
+    if (dp->mode != FEDC_DP_CENTRAL) return;
+    size_t len;
+    const int64_t *raw = fedc_accum_raw(dp->sum, &len);
+    memcpy(out, raw, len * sizeof *raw);
+    /* centred_sum is a sum of +-1/2 terms: exact, so the unclipped count is too */
+    out[len] = (int64_t)dp->ac.observed;
+    out[len + 1] = (int64_t)llround(dp->ac.centred_sum + 0.5 * (double)dp->ac.observed);
+}
+
+fedc_status fedc_dp_run_partial_set(fedc_dp_run *dp, const int64_t *in, fedc_err *err)
+{
+    assert(dp && in);
+    if (dp->mode != FEDC_DP_CENTRAL) return FEDC_OK;
+    size_t len;
+    int64_t *raw = fedc_accum_raw(dp->sum, &len);
+    int64_t observed = in[len], unclipped = in[len + 1];
+    if (observed < 0 || unclipped < 0 || unclipped > observed)
+        return fedc_err_set(err, FEDC_ERR_FORMAT,
+                            "dp partial: %lld unclipped of %lld observed updates",
+                            (long long)unclipped, (long long)observed);
+    memcpy(raw, in, len * sizeof *raw);
+    fedc_status st = fedc_accum_check_raw(dp->sum, err);
+    if (st != FEDC_OK) {
+        fedc_accum_reset(dp->sum); /* the round is unusable; leave no torn sum behind */
+        return st;
+    }
+    dp->ac.observed = (uint64_t)observed;
+    /* the same bits as observing the records one by one: every term and sum is exact */
+    dp->ac.centred_sum = 0.5 * (double)unclipped - 0.5 * (double)(observed - unclipped);
+    return FEDC_OK;
+}
+
+void fedc_dp_run_set_release_hook(fedc_dp_run *dp, fedc_dp_release_fn fn, void *user, int draws)
+{
+    assert(dp);
+    dp->release_fn = fn;
+    dp->release_user = user;
+    dp->release_draws = draws;
 }

@@ -5,12 +5,20 @@
  *
  * One round, on every rank:
  *   fedc_engine_round_begin          the same clients everywhere (seeded selection)
- *   fedc_mpi_assign                  this rank's share, balanced by example counts (SCAFFOLD:
- *                                    each client has a fixed home rank, where its c_i lives)
- *   worker threads                   fit + fedc_engine_submit: this rank's partial aggregate
+ *   compress.download                every rank encodes and decodes the model alike
+ *   fedc_mpi_assign                  this rank's share, balanced by example counts (SCAFFOLD,
+ *                                    error feedback: each client has a fixed home rank, where
+ *                                    its c_i or residual lives)
+ *   worker threads                   the client step (fit, DP, compression) + submit: this
+ *                                    rank's partial aggregate
  *   MPI_Barrier                      (timed apart: waiting for the slowest rank)
- *   MPI_Allreduce(int64, SUM)        failure flag, engine counters, per-rank record counts and
- *                                    the strategy's partial sums (linear: the exact P-word sum)
+ *   MPI_Allreduce(int64, SUM)        failure flag, upload bytes, engine counters, per-rank
+ *                                    counts, central DP's exact sum and adaptive count, and the
+ *                                    strategy's partial sums (linear: the exact P-word sum)
+ *   DP: MPI_Allgatherv               every result's charge (replayed on the other ranks: the
+ *                                    privacy accounts stay the same everywhere) and central
+ *                                    DP's per-client statistics; the noise is drawn once, at
+ *                                    rank 0, inside round_end, and broadcast (release_bcast)
  *   linear: MPI_Allgatherv records   then every rank installs the combined partial and runs
  *                                    fedc_engine_round_end: identical inputs, identical code,
  *                                    identical model (checked below by a digest)
@@ -24,13 +32,13 @@
  * reports which rank failed and why (fedc_mpi_agree). A rank that dies is caught by mpirun,
  * which ends the others.
  *
- * The worker pool mirrors src/sim/sim.c's (per-worker trainer state and buffers, an atomic
- * cursor over the job's clients); only the list of clients differs.
+ * Each rank trains its share with the worker pool of fedc_sim_run (src/sim/worker.c): the same
+ * per-client step (DP's client step, compression with error feedback, SCAFFOLD); only the list
+ * of clients differs.
  */
 #include <assert.h>
 #include <limits.h>
 #include <math.h>
-#include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -43,6 +51,8 @@
 #include "fedc/log.h"
 #include "fedc/mpi.h"
 #include "fedc/strategy.h"
+#include "sim/checkpoint.h"
+#include "sim/worker.h"
 
 #if FEDC_HAVE_MPI
 #include <mpi.h>
@@ -203,15 +213,6 @@ static double now_seconds(void)
     return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
-/* 1 when the config asks for any kind of differential privacy (not supported under MPI). */
-static const char *dp_requested(const fedc_config *cfg)
-{
-    if (fedc_config_key_find("dp.mode") && strcmp(fedc_config_str(cfg, "dp.mode"), "off") != 0)
-        return fedc_config_str(cfg, "dp.mode");
-    if (fedc_config_key_find("dp.sgd") && fedc_config_bool(cfg, "dp.sgd")) return "sgd";
-    return NULL;
-}
-
 /* ---- process-wide MPI state ---- */
 
 static int g_inited;      /* fedc_mpi_init succeeded */
@@ -332,22 +333,17 @@ fedc_status fedc_mpi_agree(fedc_status local, const fedc_err *local_err, fedc_er
 
 /* ---- the run ---- */
 
-typedef struct mpi_worker {
-    void *state; /* trainer's per-worker state */
-    int state_ready;
-    float *update;
-    float *control_delta; /* SCAFFOLD only */
-    fedc_status fatal;
-    fedc_err err;
-} mpi_worker;
 
-enum { JOB_FIT, JOB_EVAL };
-
-/* Header words of the round's sum: failure count, engine counters, one record count per rank;
- * the strategy's partial sums follow. */
+/* Header words of the round's sum: failure count, encoded upload bytes (compression), engine
+ * counters, then per rank three counts: strategy records, central DP's statistics, submitted
+ * results (DP's per-client charges). The DP run's partial, then the strategy's partial sums
+ * follow. */
 #define H_FAIL 0
-#define H_COUNTERS 1
+#define H_UPBYTES 1
+#define H_COUNTERS 2
 #define H_COUNTS (H_COUNTERS + FEDC_ENGINE_COUNTERS)
+#define H_DPCOUNTS(size) (H_COUNTS + (size))
+#define H_SUBCOUNTS(size) (H_COUNTS + 2 * (size))
 
 /* The verdict (MAX over ranks): any failure, rank 0 stops, the model digest and its negation
  * (equal maxima of d and -d mean every rank has the same d). */
@@ -361,27 +357,24 @@ typedef struct mpi_run {
     size_t n;          /* parameters */
     uint32_t num_clients, per_round;
     int rank, size, linear;
-    int nworkers;
-    mpi_worker *workers;
-    float **client_control; /* SCAFFOLD: c_i of the clients whose home is this rank */
-    int *home;              /* SCAFFOLD: each client's home rank */
+    fedci_pool pool;        /* workers, per-client state, codecs (src/sim/worker.c) */
+    int *home;              /* clients with state (SCAFFOLD, error feedback): home ranks */
     MPI_Datatype update_type; /* n contiguous floats */
     int have_type;
 
-    /* the current job */
-    const uint32_t *items;
-    size_t nitems;
-    atomic_size_t cursor;
-    int job;
     uint32_t round;
+    size_t nmine;      /* this rank's clients of the current job (in mine) */
 
     /* round buffers, sized once */
     uint64_t *cost;    /* per selected client (and per federated-evaluation client) */
     int *owner;
     uint32_t *mine;    /* this rank's clients of the job */
     uint64_t *load;    /* size entries */
-    size_t hdr, sums_len; /* header words, strategy sums words */
-    int64_t *sums;     /* hdr + sums_len */
+    size_t hdr, dp_len, sums_len; /* header, DP partial and strategy sums words */
+    int64_t *sums;     /* hdr + dp_len + sums_len */
+    fedc_dp_run *dp;   /* the engine's DP run, NULL without DP */
+    unsigned char *dpbuf; /* central DP's statistics, per_round records */
+    fedci_submission *subbuf; /* every rank's submitted results (DP charges), per_round */
     unsigned char *recbuf;
     int *counts, *displs; /* size entries */
     float *model;         /* robust: the broadcast model */
@@ -395,114 +388,13 @@ typedef struct mpi_run {
     fedc_mpi_stats stats;
 } mpi_run;
 
-static fedc_status fit_one(mpi_run *run, mpi_worker *w, uint32_t client)
+/* Trains this rank's share of the round (run->mine) with the pool; a fatal error names the
+ * rank. */
+static fedc_status rank_fit(mpi_run *run, fedc_err *err)
 {
-    fedc_fit_ins ins;
-    fedc_engine_fit_ins(run->engine, client, &ins);
-    if (run->client_control) {
-        /* Created at the first participation, zero (SCAFFOLD's c_i starts at 0); only this
-         * rank (its home) and only one worker touch it. */
-        if (!run->client_control[client]) {
-            run->client_control[client] = fedc_calloc(run->n, sizeof(float));
-            if (!run->client_control[client])
-                return fedc_err_set(&w->err, FEDC_ERR_NOMEM, "client %u: control variate",
-                                    client);
-        }
-        ins.client_control = run->client_control[client];
-    }
-    fedc_fit_out out;
-    memset(&out, 0, sizeof out);
-    out.update = w->update;
-    out.control_delta = run->client_control ? w->control_delta : NULL;
-    out.loss_before = NAN;
-    double t0 = now_seconds();
-    fedc_err ferr;
-    fedc_err_clear(&ferr);
-    fedc_status st = run->trainer->ops->fit(run->trainer->shared, w->state, &ins, &out, &ferr);
-    double dt = now_seconds() - t0;
-    if (st == FEDC_ERR_NOMEM || st == FEDC_ERR_INTERNAL) {
-        w->err = ferr;
-        return st;
-    }
-    if (st != FEDC_OK) {
-        fedc_engine_report_failure(run->engine, client, fedc_err_message(&ferr));
-        return FEDC_OK;
-    }
-    fedc_err serr;
-    fedc_err_clear(&serr);
-    fedc_engine_submit(run->engine, client, &out, dt, &serr); /* refusals are counted there */
-    return FEDC_OK;
-}
-
-/* Evaluates the job's j-th client (this rank's share of the federated-evaluation clients); its
- * results go to the client's position in the round's list. */
-static fedc_status eval_one(mpi_run *run, mpi_worker *w, size_t j)
-{
-    size_t at = run->eval_pos[j];
-    fedc_eval_ins ins = {run->round, run->items[j], fedc_engine_global(run->engine), run->n,
-                         run->cfg};
-    fedc_err eerr;
-    fedc_err_clear(&eerr);
-    fedc_status st = run->trainer->ops->evaluate(run->trainer->shared, w->state, &ins,
-                                                 &run->eval_out[at], &eerr);
-    run->eval_status[at] = st;
-    if (st == FEDC_ERR_NOMEM || st == FEDC_ERR_INTERNAL) {
-        w->err = eerr;
-        return st;
-    }
-    return FEDC_OK;
-}
-
-typedef struct worker_arg {
-    mpi_run *run;
-    mpi_worker *w;
-} worker_arg;
-
-static void *worker_main(void *p)
-{
-    worker_arg *a = p;
-    mpi_run *run = a->run;
-    for (;;) {
-        size_t i = atomic_fetch_add(&run->cursor, 1);
-        if (i >= run->nitems) break;
-        fedc_status st = run->job == JOB_FIT ? fit_one(run, a->w, run->items[i])
-                                              : eval_one(run, a->w, i);
-        if (st != FEDC_OK) {
-            a->w->fatal = st;
-            atomic_store(&run->cursor, run->nitems);
-            break;
-        }
-    }
-    return NULL;
-}
-
-/* Runs the job over run->items with the workers; the calling thread is worker 0. */
-static fedc_status run_job(mpi_run *run, fedc_err *err)
-{
-    if (run->nitems == 0) return FEDC_OK;
-    atomic_store(&run->cursor, 0);
-    int nthreads = run->nworkers;
-    if ((size_t)nthreads > run->nitems) nthreads = (int)run->nitems;
-    pthread_t tid[nthreads];
-    worker_arg args[nthreads];
-    int started = 1;
-    for (int t = 0; t < nthreads; t++) args[t] = (worker_arg){run, &run->workers[t]};
-    for (int t = 1; t < nthreads; t++) {
-        if (pthread_create(&tid[t], NULL, worker_main, &args[t]) != 0) break;
-        started++;
-    }
-    worker_main(&args[0]);
-    for (int t = 1; t < started; t++) pthread_join(tid[t], NULL);
-    for (int t = 0; t < nthreads; t++) {
-        if (run->workers[t].fatal != FEDC_OK) {
-            fedc_status st = run->workers[t].fatal;
-            if (err) *err = run->workers[t].err;
-            fedc_err_prefix(err, "rank %d: ", run->rank);
-            run->workers[t].fatal = FEDC_OK;
-            return st;
-        }
-    }
-    return FEDC_OK;
+    fedc_status st = fedci_pool_fit(&run->pool, run->mine, run->nmine, err);
+    if (st != FEDC_OK) fedc_err_prefix(err, "rank %d: ", run->rank);
+    return st;
 }
 
 static uint64_t client_cost(const mpi_run *run, uint32_t client)
@@ -512,7 +404,7 @@ static uint64_t client_cost(const mpi_run *run, uint32_t client)
     return c + 1; /* + 1: a client with no data still costs a task */
 }
 
-/* This rank's share of `ids` (n clients) into run->mine / run->nitems, by cost (or by home rank
+/* This rank's share of `ids` (n clients) into run->mine / run->nmine, by cost (or by home rank
  * when homes are given); *imbalance (may be NULL) gets max load / mean load. */
 static fedc_status share(mpi_run *run, const uint32_t *ids, size_t n, const int *home,
                          double *imbalance, fedc_err *err)
@@ -527,13 +419,12 @@ static fedc_status share(mpi_run *run, const uint32_t *ids, size_t n, const int 
     } else {
         FEDC_TRY(fedc_mpi_assign(n, run->cost, run->size, run->owner, run->load, err));
     }
-    run->nitems = 0;
+    run->nmine = 0;
     for (size_t i = 0; i < n; i++)
         if (run->owner[i] == run->rank) {
-            run->eval_pos[run->nitems] = i;
-            run->mine[run->nitems++] = ids[i];
+            run->eval_pos[run->nmine] = i;
+            run->mine[run->nmine++] = ids[i];
         }
-    run->items = run->mine;
     if (imbalance) {
         uint64_t total = 0, max = 0;
         for (int r = 0; r < run->size; r++) {
@@ -571,6 +462,85 @@ static int64_t model_digest(const float *x, size_t n)
     return (int64_t)(h >> 1); /* 63 bits: its negation cannot overflow */
 }
 
+/* Compression: the record's bytes as encoded (the single process's sim.c does the same). */
+static void round_bytes(const mpi_run *run, const int64_t *h, fedc_round_record *rec)
+{
+    if (run->pool.down) rec->bytes_down = (uint64_t)rec->selected * run->pool.down_bytes;
+    if (run->pool.workers[0].up) rec->bytes_up = (uint64_t)h[H_UPBYTES];
+}
+
+/* Gathers `count[r]` fixed-size items of every rank into buf (all ranks), in rank order; mine
+ * are already at their place. */
+static fedc_status allgather_items(mpi_run *run, const int64_t *count, size_t item, void *buf,
+                                   const char *what, size_t *total, fedc_err *err)
+{
+    int bc[run->size], bd[run->size];
+    size_t t = 0;
+    for (int r = 0; r < run->size; r++) {
+        bc[r] = (int)((size_t)count[r] * item);
+        bd[r] = (int)(t * item);
+        t += (size_t)count[r];
+    }
+    *total = t;
+    if (t > run->per_round)
+        return fedc_err_set(err, FEDC_ERR_INTERNAL, "round %u: %zu %s for %u clients", run->round,
+                            t, what, run->per_round);
+    int rc = MPI_Allgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, buf, bc, bd, MPI_BYTE, g_comm);
+    if (rc != MPI_SUCCESS) return mpi_error(rc, "MPI_Allgatherv", run->round, err);
+    run->stats.comm_bytes += (size_t)count[run->rank] * item;
+    return FEDC_OK;
+}
+
+/* DP: combines the round's DP side on every rank (after the allreduce of h): every result's
+ * charge to its client's privacy account is replayed on the ranks that did not train it, and
+ * central DP's exact sum, adaptive count and statistics are installed. The noise is drawn once,
+ * at rank 0, inside fedc_engine_round_end (the release hook below). *end gets a failure of
+ * the combination (the same on every rank); the return value is an MPI failure. */
+static fedc_status combine_dp(mpi_run *run, const int64_t *h, fedc_status *end,
+                              fedc_err *end_err, fedc_err *err)
+{
+    double t0 = now_seconds();
+    const int64_t *subs = h + H_SUBCOUNTS(run->size), *stats = h + H_DPCOUNTS(run->size);
+    size_t before = 0, total = 0;
+    for (int r = 0; r < run->rank; r++) before += (size_t)subs[r];
+    size_t mine = (size_t)subs[run->rank];
+    if (before + mine <= run->per_round && mine)
+        memmove(run->subbuf + before, run->pool.subs, mine * sizeof *run->subbuf);
+    FEDC_TRY(allgather_items(run, subs, sizeof *run->subbuf, run->subbuf, "results", &total, err));
+    size_t sbefore = 0, stotal = 0;
+    for (int r = 0; r < run->rank; r++) sbefore += (size_t)stats[r];
+    size_t smine = (size_t)stats[run->rank];
+    if (smine && sbefore + smine <= run->per_round)
+        fedc_engine_dp_stats(run->engine, run->dpbuf + sbefore * FEDC_ENGINE_DP_STAT_BYTES);
+    FEDC_TRY(allgather_items(run, stats, FEDC_ENGINE_DP_STAT_BYTES, run->dpbuf, "DP records",
+                             &stotal, err));
+    run->stats.comm_seconds += now_seconds() - t0;
+    *end = FEDC_OK;
+    for (size_t i = 0; i < total && *end == FEDC_OK; i++) {
+        if (i >= before && i < before + mine) continue; /* charged here, on submission */
+        const fedci_submission *sb = &run->subbuf[i];
+        *end = fedc_dp_run_charge(run->dp, sb->client, sb->num_examples, sb->steps, end_err);
+    }
+    if (*end == FEDC_OK) *end = fedc_dp_run_partial_set(run->dp, h + run->hdr, end_err);
+    if (*end == FEDC_OK) *end = fedc_engine_dp_stats_set(run->engine, run->dpbuf, stotal, end_err);
+    return FEDC_OK;
+}
+
+/* The DP release hook (fedc_dp_run_set_release_hook): rank 0 drew the noise; everyone takes
+ * its noised mean and adaptive clip. */
+static fedc_status release_bcast(void *user, float *mean, size_t n, double shared[2],
+                                 fedc_err *err)
+{
+    mpi_run *run = user;
+    double t0 = now_seconds();
+    int rc = MPI_Bcast(mean, 1, run->update_type, 0, g_comm);
+    if (rc == MPI_SUCCESS) rc = MPI_Bcast(shared, 2, MPI_DOUBLE, 0, g_comm);
+    if (rc != MPI_SUCCESS) return mpi_error(rc, "MPI_Bcast (DP noised mean)", run->round, err);
+    run->stats.comm_seconds += now_seconds() - t0;
+    run->stats.comm_bytes += run->rank == 0 ? n * sizeof(float) + 2 * sizeof(double) : 0;
+    return FEDC_OK;
+}
+
 /* Combines the round's partials and finishes the round (linear: on every rank; robust: on rank
  * 0, then everyone adopts its model). *end gets fedc_engine_round_end's status (OK, ABORTED
  * or a failure, with its message in end_err); the return value is an MPI failure (which ends
@@ -579,15 +549,21 @@ static fedc_status combine(mpi_run *run, int local_failed, fedc_round_record *re
                            fedc_status *end, fedc_err *end_err, int *failed, fedc_err *err)
 {
     int64_t *h = run->sums;
-    const size_t words = run->hdr + run->sums_len;
+    const size_t words = run->hdr + run->dp_len + run->sums_len;
     memset(h, 0, words * sizeof *h);
     size_t mycount = 0;
     h[H_FAIL] = local_failed;
     if (!local_failed) {
         fedc_engine_round_counters(run->engine, h + H_COUNTERS);
+        h[H_UPBYTES] = (int64_t)atomic_load(&run->pool.up_bytes);
         mycount = fedc_strategy_partial_count(run->strategy);
         h[H_COUNTS + run->rank] = (int64_t)mycount;
-        fedc_strategy_partial_sums(run->strategy, h + run->hdr);
+        fedc_strategy_partial_sums(run->strategy, h + run->hdr + run->dp_len);
+        if (run->dp) {
+            h[H_DPCOUNTS(run->size) + run->rank] = (int64_t)fedc_engine_dp_stats_count(run->engine);
+            h[H_SUBCOUNTS(run->size) + run->rank] = (int64_t)atomic_load(&run->pool.nsubs);
+            fedc_dp_run_partial(run->dp, h + run->hdr);
+        }
     }
     double t0 = now_seconds();
     FEDC_TRY(allreduce_i64(run, h, words, MPI_SUM, err));
@@ -612,6 +588,11 @@ static fedc_status combine(mpi_run *run, int local_failed, fedc_round_record *re
     }
     int rc;
     fedc_err_clear(end_err);
+    if (run->dp) {
+        FEDC_TRY(combine_dp(run, h, end, end_err, err));
+        if (*end != FEDC_OK) return FEDC_OK; /* every rank alike: the inputs are the same */
+        *end = FEDC_ERR_ABORTED;
+    }
     if (run->linear) {
         t0 = now_seconds();
         rc = MPI_Allgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, recs, bcounts, bdispls, MPI_BYTE,
@@ -621,8 +602,10 @@ static fedc_status combine(mpi_run *run, int local_failed, fedc_round_record *re
         run->stats.comm_bytes += mycount * (size_t)rb;
         t0 = now_seconds();
         fedc_engine_set_round_counters(run->engine, h + H_COUNTERS);
-        *end = fedc_strategy_partial_set(run->strategy, h + run->hdr, recs, total, NULL, end_err);
+        *end = fedc_strategy_partial_set(run->strategy, h + run->hdr + run->dp_len, recs, total,
+                                         NULL, end_err);
         if (*end == FEDC_OK) *end = fedc_engine_round_end(run->engine, rec, end_err);
+        round_bytes(run, h, rec);
         run->stats.server_seconds += now_seconds() - t0;
         return FEDC_OK;
     }
@@ -665,8 +648,10 @@ static fedc_status combine(mpi_run *run, int local_failed, fedc_round_record *re
     if (run->rank == 0) {
         t0 = now_seconds();
         fedc_engine_set_round_counters(run->engine, h + H_COUNTERS);
-        *end = fedc_strategy_partial_set(run->strategy, h + run->hdr, recs, total, area, end_err);
+        *end = fedc_strategy_partial_set(run->strategy, h + run->hdr + run->dp_len, recs, total,
+                                         area, end_err);
         if (*end == FEDC_OK) *end = fedc_engine_round_end(run->engine, rec, end_err);
+        round_bytes(run, h, rec);
         outcome = *end;
         run->stats.server_seconds += now_seconds() - t0;
     }
@@ -702,13 +687,16 @@ static fedc_status evaluate(mpi_run *run, fedc_round_record *rec, fedc_status *l
 {
     const fedc_trainer_ops *ops = run->trainer->ops;
     uint32_t round = run->round;
-    if (run->rank == 0 && *local == FEDC_OK && fedc_engine_eval_due(run->engine, round)) {
+    /* DP: a run stopped by its budget ends here: evaluate its last model too */
+    if (run->rank == 0 && *local == FEDC_OK &&
+        (fedc_engine_eval_due(run->engine, round) || rec->dp_budget_stop)) {
         fedc_eval_ins ins = {round, FEDC_CLIENT_SERVER, fedc_engine_global(run->engine), run->n,
                              run->cfg};
         fedc_eval_out out;
         fedc_err e;
         fedc_err_clear(&e);
-        fedc_status st = ops->evaluate(run->trainer->shared, run->workers[0].state, &ins, &out, &e);
+        fedc_status st =
+            ops->evaluate(run->trainer->shared, run->pool.workers[0].state, &ins, &out, &e);
         if (st == FEDC_OK) {
             rec->evaluated = 1;
             rec->test_loss = out.loss;
@@ -731,15 +719,16 @@ static fedc_status evaluate(mpi_run *run, fedc_round_record *rec, fedc_status *l
     if (*local == FEDC_OK) {
         fedc_status st = share(run, ids, k, NULL, NULL, lerr);
         if (st == FEDC_OK) {
-            run->job = JOB_EVAL;
-            st = run_job(run, lerr);
+            st = fedci_pool_eval(&run->pool, round, run->mine, run->nmine, run->eval_pos,
+                                 run->eval_out, run->eval_status, lerr);
+            if (st != FEDC_OK) fedc_err_prefix(lerr, "rank %d: ", run->rank);
         }
         if (st != FEDC_OK) {
             *local = st;
         } else {
             /* Each client's values come from exactly one rank (zeros elsewhere), so the sum
              * over ranks reproduces them exactly, in any order. */
-            for (size_t j = 0; j < run->nitems; j++) {
+            for (size_t j = 0; j < run->nmine; j++) {
                 size_t at = run->eval_pos[j];
                 const fedc_eval_out *o = &run->eval_out[at];
                 int ok = run->eval_status[at] == FEDC_OK && o->num_examples > 0;
@@ -780,21 +769,10 @@ static fedc_status evaluate(mpi_run *run, fedc_round_record *rec, fedc_status *l
 
 static void run_fini(mpi_run *run)
 {
-    if (run->workers) {
-        for (int t = 0; t < run->nworkers; t++) {
-            mpi_worker *w = &run->workers[t];
-            if (w->state_ready && run->trainer->ops->worker_fini)
-                run->trainer->ops->worker_fini(w->state);
-            fedc_free(w->state);
-            fedc_free(w->update);
-            fedc_free(w->control_delta);
-        }
-        fedc_free(run->workers);
-    }
-    if (run->client_control) {
-        for (uint32_t c = 0; c < run->num_clients; c++) fedc_free(run->client_control[c]);
-        fedc_free(run->client_control);
-    }
+    fedci_pool_fini(&run->pool);
+    if (run->dp) fedc_dp_run_set_release_hook(run->dp, NULL, NULL, 1);
+    fedc_free(run->subbuf);
+    fedc_free(run->dpbuf);
     if (run->have_type) MPI_Type_free(&run->update_type);
     fedc_free(run->home);
     fedc_free(run->cost);
@@ -813,9 +791,8 @@ static void run_fini(mpi_run *run)
 }
 
 /* Everything a rank allocates once for the run (a local step: agreed by the caller). */
-static fedc_status run_init(mpi_run *run, fedc_err *err)
+static fedc_status run_init(mpi_run *run, int threads, fedc_err *err)
 {
-    const fedc_trainer_ops *ops = run->trainer->ops;
     const size_t R = (size_t)run->size;
     /* Federated evaluation clients per round, as fedc_engine_eval_clients computes them. */
     double frac = fedc_config_double(run->cfg, "eval.fraction");
@@ -831,43 +808,38 @@ static fedc_status run_init(mpi_run *run, fedc_err *err)
             return fedc_err_set(err, FEDC_ERR_NOMEM,
                                 "rank %d: out of memory for federated evaluation", run->rank);
     }
-    run->workers = fedc_calloc((size_t)run->nworkers, sizeof *run->workers);
     run->cost = fedc_malloc(K * sizeof *run->cost);
     run->owner = fedc_malloc(K * sizeof *run->owner);
     run->mine = fedc_malloc(K * sizeof *run->mine);
     run->eval_pos = fedc_malloc(K * sizeof *run->eval_pos);
     run->load = fedc_malloc(R * sizeof *run->load);
-    run->sums = fedc_malloc((run->hdr + run->sums_len) * sizeof *run->sums);
+    run->sums = fedc_malloc((run->hdr + run->dp_len + run->sums_len) * sizeof *run->sums);
     run->recbuf = fedc_malloc(run->per_round * FEDC_STRATEGY_RECORD_BYTES);
     run->counts = fedc_malloc(R * sizeof *run->counts);
     run->displs = fedc_malloc(R * sizeof *run->displs);
     if (!run->linear && run->rank != 0) run->model = fedc_malloc(run->n * sizeof(float));
-    if (!run->workers || !run->cost || !run->owner || !run->mine || !run->eval_pos ||
+    if (!run->cost || !run->owner || !run->mine || !run->eval_pos ||
         !run->load || !run->sums || !run->recbuf || !run->counts || !run->displs ||
         (!run->linear && run->rank != 0 && !run->model))
         return fedc_err_set(err, FEDC_ERR_NOMEM, "rank %d: out of memory for the run's buffers",
                             run->rank);
-    int scaffold = fedc_engine_needs_control(run->engine);
-    for (int t = 0; t < run->nworkers; t++) {
-        mpi_worker *w = &run->workers[t];
-        w->state = fedc_calloc(1, ops->worker_size ? ops->worker_size : 1);
-        w->update = fedc_malloc(run->n * sizeof(float));
-        w->control_delta = scaffold ? fedc_malloc(run->n * sizeof(float)) : NULL;
-        if (!w->state || !w->update || (scaffold && !w->control_delta))
-            return fedc_err_set(err, FEDC_ERR_NOMEM, "rank %d: out of memory for worker %d",
-                                run->rank, t);
-        if (ops->worker_init) FEDC_TRY(ops->worker_init(run->trainer->shared, w->state, err));
-        w->state_ready = 1;
+    FEDC_TRY(fedci_pool_init(&run->pool, run->engine, run->trainer, run->cfg, threads, err));
+    if (run->dp) { /* DP: the results' charges are replayed on the other ranks */
+        FEDC_TRY(fedci_pool_log_submissions(&run->pool, run->per_round, err));
+        run->subbuf = fedc_malloc(run->per_round * sizeof *run->subbuf);
+        run->dpbuf = fedc_malloc(run->per_round * FEDC_ENGINE_DP_STAT_BYTES);
+        if (!run->subbuf || !run->dpbuf)
+            return fedc_err_set(err, FEDC_ERR_NOMEM, "rank %d: out of memory for DP", run->rank);
     }
-    if (scaffold) {
-        /* SCAFFOLD's c_i stays where the client lives: fixed home ranks, balanced over all
-         * clients by examples (a round's share is then balanced only on average). */
-        run->client_control = fedc_calloc(run->num_clients, sizeof(float *));
+    if (fedci_pool_clients_have_state(&run->pool)) {
+        /* SCAFFOLD's c_i and error feedback's residual stay where the client lives: fixed home
+         * ranks, balanced over all clients by examples (a round's share is then balanced only
+         * on average). */
         run->home = fedc_malloc((size_t)run->num_clients * sizeof *run->home);
         uint64_t *c = fedc_malloc((size_t)run->num_clients * sizeof *c);
-        if (!run->client_control || !run->home || !c) {
+        if (!run->home || !c) {
             fedc_free(c);
-            return fedc_err_set(err, FEDC_ERR_NOMEM, "rank %d: out of memory for SCAFFOLD",
+            return fedc_err_set(err, FEDC_ERR_NOMEM, "rank %d: out of memory for client homes",
                                 run->rank);
         }
         for (uint32_t i = 0; i < run->num_clients; i++) c[i] = client_cost(run, i);
@@ -957,6 +929,119 @@ static fedc_status check_same_run(mpi_run *run, fedc_err *err)
     return FEDC_OK;
 }
 
+/* Collective: resumes every rank from the newest checkpoint in dir (rank 0 finds it; every
+ * rank reads it: a shared file system, or identical copies). Each rank keeps the client state
+ * of its home clients. */
+static fedc_status mpi_resume(mpi_run *run, const char *dir, fedc_err *err)
+{
+    fedc_status local = FEDC_OK;
+    fedc_err lerr;
+    fedc_err_clear(&lerr);
+    uint32_t round = 0;
+    if (run->rank == 0) local = fedc_sim_checkpoint_latest(dir, &round, &lerr);
+    int64_t r = round;
+    int rc = MPI_Bcast(&r, 1, MPI_INT64_T, 0, g_comm);
+    if (rc != MPI_SUCCESS) return mpi_error(rc, "MPI_Bcast (resume)", 0, err);
+    round = (uint32_t)r;
+    if (local == FEDC_OK && round > 0) {
+        char path[4096];
+        size_t n = 0;
+        local = fedci_ckpt_manifest(dir, round, &n, &lerr);
+        fedci_ckpt_path(path, sizeof path, dir, round, 0, "engine.safetensors");
+        if (local == FEDC_OK) local = fedc_engine_checkpoint_load(run->engine, path, &lerr);
+        fedci_ckpt_path(path, sizeof path, dir, round, 0, "clients.safetensors");
+        if (local == FEDC_OK && n)
+            local = fedci_pool_state_load(&run->pool, path, n, run->home, run->rank, &lerr);
+    }
+    FEDC_TRY(fedc_mpi_agree(local, &lerr, err));
+    if (round == 0)
+        fedc_log(FEDC_LOG_INFO, "mpi", "resume: no checkpoint in %s: starting at round 1", dir);
+    else
+        fedc_log(FEDC_LOG_INFO, "mpi", "resumed from %s/round-%08u", dir, round);
+    return FEDC_OK;
+}
+
+/* Collective: a checkpoint of the last round. Rank 0 writes the engine's state; every rank's
+ * client state (its home clients' c_i and residuals) is gathered to rank 0, which writes the
+ * sidecar and commits. */
+static fedc_status mpi_checkpoint(mpi_run *run, const char *dir, fedc_err *err)
+{
+    uint32_t round = fedc_engine_last_round(run->engine);
+    fedc_status local = FEDC_OK;
+    fedc_err lerr;
+    fedc_err_clear(&lerr);
+    char path[4096];
+    const size_t P = run->n;
+    size_t mine = fedci_pool_state_count(&run->pool);
+    uint32_t *ids = fedc_malloc((2 * mine + 1) * sizeof *ids);
+    float *data = fedc_malloc((mine * P + 1) * sizeof *data);
+    if (!ids || !data)
+        local = fedc_err_set(&lerr, FEDC_ERR_NOMEM, "checkpoint: out of memory for the state of "
+                             "%zu clients", mine);
+    else
+        fedci_pool_state_pack(&run->pool, ids, data);
+    if (local == FEDC_OK && mine > INT_MAX / 2)
+        local = fedc_err_set(&lerr, FEDC_ERR_RANGE, "checkpoint: %zu client vectors on one rank",
+                             mine);
+    if (local == FEDC_OK && run->rank == 0) {
+        local = fedci_ckpt_begin(dir, round, &lerr);
+        fedci_ckpt_path(path, sizeof path, dir, round, 1, "engine.safetensors");
+        if (local == FEDC_OK) local = fedc_engine_checkpoint_save(run->engine, path, &lerr);
+    }
+    fedc_status st = fedc_mpi_agree(local, &lerr, err);
+    int counts[run->size], displs[run->size], icounts[run->size], idispls[run->size];
+    uint32_t *all_ids = NULL;
+    float *all = NULL;
+    size_t total = 0;
+    int64_t ready = 1;
+    if (st == FEDC_OK) {
+        int m = (int)mine, rc = MPI_Gather(&m, 1, MPI_INT, counts, 1, MPI_INT, 0, g_comm);
+        if (rc != MPI_SUCCESS) st = mpi_error(rc, "MPI_Gather (checkpoint)", round, err);
+    }
+    if (st == FEDC_OK && run->rank == 0) {
+        for (int r = 0; r < run->size; r++) {
+            displs[r] = (int)total;
+            icounts[r] = 2 * counts[r];
+            idispls[r] = 2 * (int)total;
+            total += (size_t)counts[r];
+        }
+        all_ids = fedc_malloc((2 * total + 1) * sizeof *all_ids);
+        all = fedc_malloc((total * P + 1) * sizeof *all);
+        if (!all_ids || !all || 2 * total > INT_MAX) {
+            ready = 0;
+            local = fedc_err_set(&lerr, FEDC_ERR_NOMEM,
+                                 "checkpoint: out of memory for the state of %zu clients", total);
+        }
+    }
+    if (st == FEDC_OK) {
+        int rc = MPI_Bcast(&ready, 1, MPI_INT64_T, 0, g_comm);
+        if (rc != MPI_SUCCESS) st = mpi_error(rc, "MPI_Bcast (checkpoint)", round, err);
+    }
+    if (st == FEDC_OK && ready) {
+        int rc = MPI_Gatherv(ids, 2 * (int)mine, MPI_UINT32_T, all_ids, icounts, idispls,
+                             MPI_UINT32_T, 0, g_comm);
+        if (rc == MPI_SUCCESS)
+            rc = MPI_Gatherv(data, (int)mine, run->update_type, all, counts, displs,
+                             run->update_type, 0, g_comm);
+        if (rc != MPI_SUCCESS) st = mpi_error(rc, "MPI_Gatherv (client state)", round, err);
+        run->stats.comm_bytes += mine * (P * sizeof(float) + 8);
+    }
+    if (st == FEDC_OK && run->rank == 0 && ready) {
+        fedci_ckpt_path(path, sizeof path, dir, round, 1, "clients.safetensors");
+        if (total) local = fedci_ckpt_write_clients(path, P, total, all_ids, all, round, &lerr);
+        if (local == FEDC_OK)
+            local = fedci_ckpt_commit(dir, round, total,
+                                      (int)fedc_config_int(run->cfg, "run.keep_checkpoints"),
+                                      &lerr);
+    }
+    fedc_free(ids);
+    fedc_free(data);
+    fedc_free(all_ids);
+    fedc_free(all);
+    if (st != FEDC_OK) return st;
+    return fedc_mpi_agree(local, &lerr, err);
+}
+
 /* One round, collective. *stop: rank 0 asked to stop (on_round). */
 static fedc_status run_round(mpi_run *run, const fedc_sim_opts *opts, int *stop, fedc_err *err)
 {
@@ -968,14 +1053,12 @@ static fedc_status run_round(mpi_run *run, const fedc_sim_opts *opts, int *stop,
     size_t k = 0;
     run->round = fedc_engine_last_round(run->engine) + 1;
     local = fedc_engine_round_begin(run->engine, &clients, &k, &lerr);
+    if (local == FEDC_OK) local = fedci_pool_download(&run->pool, &lerr); /* compression */
     if (local == FEDC_OK) {
         double imb = 1;
         local = share(run, clients, k, run->home, &imb, &lerr);
         run->stats.imbalance += imb;
-        if (local == FEDC_OK) {
-            run->job = JOB_FIT;
-            local = run_job(run, &lerr);
-        }
+        if (local == FEDC_OK) local = rank_fit(run, &lerr);
     }
     double t = now_seconds();
     run->stats.train_seconds += t - t_round;
@@ -1006,6 +1089,13 @@ static fedc_status run_round(mpi_run *run, const fedc_sim_opts *opts, int *stop,
     if (!v[V_FAIL] && run->rank == 0) {
         rec.seconds = now_seconds() - t_round;
         if (opts && opts->on_round && opts->on_round(opts->user, &rec)) v[V_STOP] = 1;
+        if (rec.dp_budget_stop) { /* DP: the next round would exceed dp.epsilon_budget */
+            fedc_log(FEDC_LOG_INFO, "mpi",
+                     "round %u: stopping: the next round would spend epsilon %g, more than "
+                     "dp.epsilon_budget",
+                     rec.round, rec.dp_next_epsilon);
+            v[V_STOP] = 1;
+        }
     }
     if (!v[V_FAIL]) {
         v[V_DIGEST] = model_digest(fedc_engine_global(run->engine), run->n);
@@ -1039,23 +1129,13 @@ fedc_status fedc_mpi_run(fedc_engine *engine, const fedc_trainer *trainer, const
     if (!g_inited)
         return fedc_err_set(err, FEDC_ERR_STATE, "fedc_mpi_run: call fedc_mpi_init first");
     /* The config is the same on every rank, so every rank refuses alike. */
-    const char *dp = dp_requested(cfg);
-    if (dp)
-        return fedc_err_set(err, FEDC_ERR_UNSUPPORTED,
-                            "differential privacy (dp.mode = %s) does not run under MPI yet: "
-                            "its sums and privacy accounts live in one process "
-                            "(docs/SCALING.md); run `fedc sim` without mpirun",
-                            strcmp(dp, "sgd") == 0 ? "off, dp.sgd = true" : dp);
-    /* The rank worker pool does not run the simulation's SecAgg and compression steps yet. */
     if (fedc_config_bool(cfg, "secagg.enabled"))
         return fedc_err_set(err, FEDC_ERR_UNSUPPORTED,
-                            "secure aggregation (secagg.enabled) does not run under MPI yet; "
-                            "run `fedc sim` without mpirun");
-    if (strcmp(fedc_config_str(cfg, "compress.upload"), "none") != 0 ||
-        strcmp(fedc_config_str(cfg, "compress.download"), "none") != 0)
-        return fedc_err_set(err, FEDC_ERR_UNSUPPORTED,
-                            "update compression (compress.upload/download) does not run under "
-                            "MPI yet; run `fedc sim` without mpirun");
+                            "secure aggregation (secagg.enabled) does not run under MPI: its "
+                            "protocol needs every client's masked update in one process, and "
+                            "splitting the clients over ranks would need the masks' shares "
+                            "exchanged between ranks (docs/SCALING.md); run `fedc sim` without "
+                            "mpirun");
     size_t n = fedc_engine_num_params(engine);
     if (n > INT_MAX)
         return fedc_err_set(err, FEDC_ERR_RANGE, "MPI: %zu parameters do not fit one MPI count",
@@ -1073,18 +1153,19 @@ fedc_status fedc_mpi_run(fedc_engine *engine, const fedc_trainer *trainer, const
     run.rank = g_rank;
     run.size = g_size;
     run.linear = fedc_strategy_is_streaming(run.strategy);
-    run.hdr = H_COUNTS + (size_t)g_size;
+    run.hdr = H_COUNTS + 3 * (size_t)g_size;
     run.sums_len = fedc_strategy_partial_sums_len(run.strategy);
+    run.dp = fedc_engine_dp(engine);
+    run.dp_len = run.dp ? fedc_dp_run_partial_len(run.dp) : 0;
     int threads = opts && opts->threads > 0 ? opts->threads
                                             : (int)fedc_config_int(cfg, "run.threads");
     if (threads <= 0) threads = fedc_mpi_default_threads();
-    run.nworkers = threads;
     run.stats.ranks = g_size;
     run.stats.threads = threads;
 
     fedc_err lerr;
     fedc_err_clear(&lerr);
-    fedc_status st = run_init(&run, &lerr);
+    fedc_status st = run_init(&run, threads, &lerr);
     if (st == FEDC_OK) {
         int rc = MPI_Type_contiguous((int)n, MPI_FLOAT, &run.update_type);
         if (rc == MPI_SUCCESS) rc = MPI_Type_commit(&run.update_type);
@@ -1093,15 +1174,29 @@ fedc_status fedc_mpi_run(fedc_engine *engine, const fedc_trainer *trainer, const
         else
             st = mpi_error(rc, "MPI_Type_contiguous", 0, &lerr);
     }
+    /* DP: the noise of a release is drawn once, at rank 0, and broadcast */
+    if (st == FEDC_OK && run.dp)
+        fedc_dp_run_set_release_hook(run.dp, release_bcast, &run, g_rank == 0);
     st = fedc_mpi_agree(st, &lerr, err);
+    const char *ckpt = fedc_config_str(cfg, "run.checkpoint_dir");
+    if (!ckpt[0]) ckpt = NULL;
+    if (st == FEDC_OK && fedc_config_bool(cfg, "run.resume"))
+        st = ckpt ? mpi_resume(&run, ckpt, err)
+                  : fedc_err_set(err, FEDC_ERR_CONFIG,
+                                 "resume: no checkpoint directory (run.checkpoint_dir)");
     if (st == FEDC_OK) st = check_same_run(&run, err);
     if (st == FEDC_OK)
         fedc_log(FEDC_LOG_INFO, "mpi", "%d ranks x %d threads, %s strategy %s", g_size, threads,
                  run.linear ? "linear" : "robust", fedc_strategy_name(run.strategy));
     uint32_t rounds = (uint32_t)fedc_config_int(cfg, "run.rounds");
+    uint32_t every = (uint32_t)fedc_config_int(cfg, "run.checkpoint_every");
     int stop = 0;
-    while (st == FEDC_OK && !stop && fedc_engine_last_round(engine) < rounds)
+    while (st == FEDC_OK && !stop && fedc_engine_last_round(engine) < rounds) {
         st = run_round(&run, opts, &stop, err);
+        uint32_t r = fedc_engine_last_round(engine);
+        if (st == FEDC_OK && ckpt && (stop || r % every == 0 || r >= rounds))
+            st = mpi_checkpoint(&run, ckpt, err);
+    }
 
     if (st == FEDC_OK) {
         double mean[3] = {run.stats.train_seconds, run.stats.wait_seconds, run.stats.comm_seconds};

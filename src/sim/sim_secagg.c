@@ -29,8 +29,7 @@ struct fedci_sim_secagg {
     fedc_engine *engine;
     uint64_t seed;
     size_t num_params;
-    fedc_secagg_quant quant;
-    uint32_t k, t, bits;
+    fedci_secagg_conf conf;
     double dropout;
     uint32_t round;
     const uint32_t *clients; /* the round's selection (the engine's, valid for the round) */
@@ -53,11 +52,10 @@ void fedci_sim_secagg_destroy(fedci_sim_secagg *s)
     fedc_free(s);
 }
 
-fedc_status fedci_sim_secagg_create(const fedc_config *cfg, fedc_engine *engine,
-                                    fedci_sim_secagg **out, fedc_err *err)
+fedc_status fedci_secagg_conf_init(const fedc_config *cfg, fedc_engine *engine, uint32_t n,
+                                   fedci_secagg_conf *c, fedc_err *err)
 {
-    *out = NULL;
-    if (!fedc_config_bool(cfg, "secagg.enabled")) return FEDC_OK;
+    memset(c, 0, sizeof *c);
     fedc_strategy *strat = fedc_engine_strategy(engine);
     const char *name = fedc_strategy_name(strat);
     if (!fedc_strategy_is_streaming(strat) || strcmp(name, "scaffold") == 0 ||
@@ -66,45 +64,112 @@ fedc_status fedci_sim_secagg_create(const fedc_config *cfg, fedc_engine *engine,
                             "each client's update (or a per-client value) but secure "
                             "aggregation reveals only the sum; use a linear strategy (fedavg, "
                             "fedprox, fedavgm, fedadagrad, fedadam, fedyogi)", name);
-    if (strcmp(fedc_config_str(cfg, "dp.mode"), "off") != 0 || fedc_config_bool(cfg, "dp.sgd"))
+    const char *mode = fedc_config_str(cfg, "dp.mode");
+    if (strcmp(mode, "local") == 0 || fedc_config_bool(cfg, "dp.sgd"))
         return fedc_err_set(err, FEDC_ERR_CONFIG, "secagg.enabled with dp.mode = %s / dp.sgd = "
-                            "%s: differential privacy under secure aggregation is not "
-                            "supported yet", fedc_config_str(cfg, "dp.mode"),
+                            "%s: local DP and DP-SGD keep per-client accounts; under secure "
+                            "aggregation use dp.mode = central (clipping on the client, noise "
+                            "on the unmasked sum)", mode,
                             fedc_config_bool(cfg, "dp.sgd") ? "true" : "false");
+    c->central_dp = strcmp(mode, "central") == 0;
+    if (c->central_dp && strcmp(fedc_config_str(cfg, "dp.clip_on"), "client") != 0)
+        return fedc_err_set(err, FEDC_ERR_CONFIG, "secagg.enabled with dp.mode = central needs "
+                            "dp.clip_on = client: the server never sees an update to clip");
+    if (c->central_dp && fedc_config_bool(cfg, "dp.adaptive_clip"))
+        return fedc_err_set(err, FEDC_ERR_CONFIG, "secagg.enabled with dp.adaptive_clip: "
+                            "adaptive clipping needs each client's clipped bit, which secure "
+                            "aggregation hides; set dp.adaptive_clip = false");
     const char *up = fedc_config_str(cfg, "compress.upload");
     if (strcmp(up, "none") != 0 && strcmp(up, "zstd") != 0) /* lossless zstd is harmless */
         return fedc_err_set(err, FEDC_ERR_CONFIG, "secagg.enabled with compress.upload = %s: "
                             "masked updates are ring elements and cannot be compressed lossily; "
                             "set compress.upload = none or zstd", up);
+    c->bits = (uint32_t)fedc_config_int(cfg, "secagg.bits");
+    c->k = (uint32_t)fedc_config_int(cfg, "secagg.neighbors");
+    c->t = (uint32_t)fedc_config_int(cfg, "secagg.threshold");
+    c->quant.clip = fedc_config_double(cfg, "secagg.clip");
+    c->quant.levels = (uint32_t)fedc_config_int(cfg, "secagg.levels");
+    c->quant.max_weight = c->central_dp ? 1u : (uint32_t)fedc_config_int(cfg, "secagg.max_weight");
+    c->quant.bits = c->bits;
+    FEDC_TRY(fedc_secagg_quant_check(&c->quant, n, err));
+    if (n < 2)
+        return fedc_err_set(err, FEDC_ERR_CONFIG, "secagg.enabled needs clients.per_round >= 2");
+    if (c->k && (c->k % 2 || c->k < 2) && c->k != n - 1)
+        return fedc_err_set(err, FEDC_ERR_CONFIG, "secagg.neighbors = %u must be even or "
+                            "clients.per_round - 1 = %u", c->k, n - 1);
+    if (c->t && c->k && c->t > c->k)
+        return fedc_err_set(err, FEDC_ERR_CONFIG, "secagg.threshold = %u above secagg.neighbors "
+                            "= %u", c->t, c->k);
+    if (sodium_init() < 0)
+        return fedc_err_set(err, FEDC_ERR_CRYPTO, "secagg: libsodium unusable");
+    return FEDC_OK;
+}
+
+void fedci_secagg_round_params(const fedci_secagg_conf *c, uint32_t m, size_t num_params,
+                               uint32_t round, fedc_secagg_params *p)
+{
+    memset(p, 0, sizeof *p);
+    p->n = m;
+    p->k = c->k;
+    if (p->k > m - 1) p->k = m - 1;
+    if (p->k && p->k != m - 1 && p->k % 2) p->k--;
+    p->t = c->t;
+    if (p->k && p->t > p->k) p->t = p->k;
+    p->bits = c->bits;
+    p->len = num_params + 1;
+    p->round = round;
+}
+
+fedc_status fedci_secagg_submit(const fedci_secagg_conf *c, fedc_engine *engine,
+                                const uint32_t *sum, size_t num_params, const uint32_t *clients,
+                                uint32_t count, double train_loss, double fit_seconds,
+                                float *scratch, uint64_t *weight_sum, fedc_err *err)
+{
+    uint64_t wsum = 0;
+    if (c->central_dp) {
+        /* weights are 1: the sum of the clipped updates, sum_i q_i * step - count * c */
+        wsum = sum[num_params];
+        if (weight_sum) *weight_sum = wsum;
+        if (wsum != count)
+            return fedc_err_set(err, FEDC_ERR_STATE, "secagg: weight sum %llu for %u clients "
+                                "with central DP (weights must be 1)",
+                                (unsigned long long)wsum, count);
+        double step = 2.0 * c->quant.clip / (c->quant.levels - 1.0);
+        for (size_t i = 0; i < num_params; i++)
+            scratch[i] = (float)((double)sum[i] * step - c->quant.clip * (double)count);
+        return fedc_engine_submit_sum(engine, clients, count, scratch, fit_seconds, err);
+    }
+    FEDC_TRY(fedc_secagg_dequantize(&c->quant, sum, num_params, scratch, &wsum, err));
+    if (weight_sum) *weight_sum = wsum;
+    fedc_fit_out res;
+    memset(&res, 0, sizeof res);
+    res.update = scratch;
+    res.num_examples = wsum;
+    res.train_loss = train_loss;
+    res.loss_before = NAN;
+    FEDC_TRY(fedc_engine_submit(engine, clients[0], &res, fit_seconds, err));
+    int64_t cnt[FEDC_ENGINE_COUNTERS];
+    fedc_engine_round_counters(engine, cnt);
+    cnt[0] = count;
+    fedc_engine_set_round_counters(engine, cnt);
+    return FEDC_OK;
+}
+
+fedc_status fedci_sim_secagg_create(const fedc_config *cfg, fedc_engine *engine,
+                                    fedci_sim_secagg **out, fedc_err *err)
+{
+    *out = NULL;
+    if (!fedc_config_bool(cfg, "secagg.enabled")) return FEDC_OK;
+    fedci_secagg_conf conf;
+    uint32_t per_round = (uint32_t)fedc_config_int(cfg, "clients.per_round");
+    FEDC_TRY(fedci_secagg_conf_init(cfg, engine, per_round, &conf, err));
     fedci_sim_secagg *s = fedc_calloc(1, sizeof *s);
     if (!s) return fedc_err_set(err, FEDC_ERR_NOMEM, "secagg: out of memory");
     s->engine = engine;
     s->seed = (uint64_t)fedc_config_int(cfg, "run.seed");
     s->num_params = fedc_engine_num_params(engine);
-    s->bits = (uint32_t)fedc_config_int(cfg, "secagg.bits");
-    s->k = (uint32_t)fedc_config_int(cfg, "secagg.neighbors");
-    s->t = (uint32_t)fedc_config_int(cfg, "secagg.threshold");
+    s->conf = conf;
     s->dropout = fedc_config_double(cfg, "secagg.dropout");
-    s->quant.clip = fedc_config_double(cfg, "secagg.clip");
-    s->quant.levels = (uint32_t)fedc_config_int(cfg, "secagg.levels");
-    s->quant.max_weight = (uint32_t)fedc_config_int(cfg, "secagg.max_weight");
-    s->quant.bits = s->bits;
-    uint32_t per_round = (uint32_t)fedc_config_int(cfg, "clients.per_round");
-    fedc_status st = fedc_secagg_quant_check(&s->quant, per_round, err);
-    if (st == FEDC_OK && per_round < 2)
-        st = fedc_err_set(err, FEDC_ERR_CONFIG, "secagg.enabled needs clients.per_round >= 2");
-    if (st == FEDC_OK && s->k && (s->k % 2 || s->k < 2) && s->k != per_round - 1)
-        st = fedc_err_set(err, FEDC_ERR_CONFIG, "secagg.neighbors = %u must be even or "
-                          "clients.per_round - 1 = %u", s->k, per_round - 1);
-    if (st == FEDC_OK && s->t && s->k && s->t > s->k)
-        st = fedc_err_set(err, FEDC_ERR_CONFIG, "secagg.threshold = %u above secagg.neighbors "
-                          "= %u", s->t, s->k);
-    if (st == FEDC_OK && sodium_init() < 0)
-        st = fedc_err_set(err, FEDC_ERR_CRYPTO, "secagg: libsodium unusable");
-    if (st != FEDC_OK) {
-        fedci_sim_secagg_destroy(s);
-        return st;
-    }
     *out = s;
     return FEDC_OK;
 }
@@ -153,7 +218,7 @@ void fedci_sim_secagg_stash(fedci_sim_secagg *s, uint32_t client, const fedc_fit
     fedc_rng_init(&rng, s->seed, s->round, client, FEDC_RNG_QUANTIZE);
     fedc_err qerr;
     if (out->num_examples == 0 ||
-        fedc_secagg_quantize(&s->quant, out->update, s->num_params, out->num_examples, &rng,
+        fedc_secagg_quantize(&s->conf.quant, out->update, s->num_params, out->num_examples, &rng,
                              sl->q, &qerr) != FEDC_OK) {
         fedc_engine_report_failure(s->engine, client, out->num_examples ?
                                    fedc_err_message(&qerr) : "no examples");
@@ -187,16 +252,7 @@ fedc_status fedci_sim_secagg_finish(fedci_sim_secagg *s, fedc_engine *engine, fe
         return FEDC_OK;
     }
     fedc_secagg_params p;
-    memset(&p, 0, sizeof p);
-    p.n = m;
-    p.k = s->k;
-    if (p.k > m - 1) p.k = m - 1;
-    if (p.k && p.k != m - 1 && p.k % 2) p.k--;
-    p.t = s->t;
-    if (p.k && p.t > p.k) p.t = p.k;
-    p.bits = s->bits;
-    p.len = s->num_params + 1;
-    p.round = s->round;
+    fedci_secagg_round_params(&s->conf, m, s->num_params, s->round, &p);
     unsigned char in[12];
     for (int b = 0; b < 8; b++)
         in[b] = (unsigned char)(s->seed >> (8 * b));
@@ -220,11 +276,30 @@ fedc_status fedci_sim_secagg_finish(fedci_sim_secagg *s, fedc_engine *engine, fe
             ids[m] = (uint32_t)i;
             xs[m++] = s->slots[i].q;
         }
-    fedc_secagg_sim_opts o = {{s->dropout, s->dropout, s->dropout}, s->seed};
+    fedc_secagg_sim_opts o = {{s->dropout, s->dropout, s->dropout}, s->seed, NULL};
+    /* TEST ONLY: FEDC_TEST_SECAGG_DROP = "CLIENT:STAGE" (STAGE share, masked or unmask): that
+     * client vanishes before the stage, as `fedc client` does with FEDC_TEST_SECAGG_HANG (its
+     * process killed there), so that a deployment test can compare with a simulation. */
+    unsigned char *forced = NULL;
+    const char *td = getenv("FEDC_TEST_SECAGG_DROP");
+    if (td) {
+        char *end = NULL;
+        unsigned long who = strtoul(td, &end, 10);
+        int stage = !end || *end != ':' ? 0 : !strcmp(end + 1, "share") ? FEDC_SECAGG_SHARE
+                                             : !strcmp(end + 1, "masked") ? FEDC_SECAGG_MASKED
+                                             : !strcmp(end + 1, "unmask") ? FEDC_SECAGG_UNMASK : 0;
+        if (stage && (forced = fedc_calloc(m, 1)) != NULL) {
+            for (uint32_t i = 0; i < m; i++)
+                if (s->clients[ids[i]] == who) forced[i] = (unsigned char)stage;
+            o.drop_before = forced;
+            fedc_log(FEDC_LOG_WARN, "secagg", "TEST HOOK FEDC_TEST_SECAGG_DROP=%s active", td);
+        }
+    }
     fedc_secagg_sim_stats stats;
     fedc_err perr;
     fedc_err_clear(&perr);
     fedc_status pst = fedc_secagg_simulate(&p, xs, &o, sum, surv, &stats, &perr);
+    fedc_free(forced);
     if (pst == FEDC_ERR_NOMEM || pst == FEDC_ERR_CRYPTO) {
         if (err) *err = perr;
         st = pst;
@@ -237,40 +312,34 @@ fedc_status fedci_sim_secagg_finish(fedci_sim_secagg *s, fedc_engine *engine, fe
         fedc_engine_set_round_counters(engine, cnt);
         goto out;
     }
-    uint64_t wsum;
-    fedc_err derr;
-    if (fedc_secagg_dequantize(&s->quant, sum, s->num_params, mean, &wsum, &derr) != FEDC_OK) {
-        cnt[2] += (int64_t)m;
-        fedc_engine_set_round_counters(engine, cnt);
-        goto out;
-    }
     double loss = 0;
-    uint32_t first = UINT32_MAX;
+    uint32_t *surv_ids = ids; /* reused: the survivors' client ids, ascending */
+    uint32_t ns = 0;
+    uint64_t examples = 0;
     for (uint32_t i = 0; i < m; i++) {
         if (!surv[i]) continue;
         const slot *sl = &s->slots[ids[i]];
-        if (first == UINT32_MAX) first = s->clients[ids[i]];
-        s->survivors++;
-        s->examples += sl->num_examples;
+        examples += sl->num_examples;
         loss += sl->train_loss * (double)sl->num_examples; /* sim only: see docs/SECAGG.md */
+        surv_ids[ns++] = s->clients[ids[i]];
     }
-    s->bytes_up = stats.client_bytes_up * (uint64_t)s->survivors;
-    fedc_fit_out res;
-    memset(&res, 0, sizeof res);
-    res.update = mean;
-    res.num_examples = wsum;
-    res.train_loss = s->examples ? loss / (double)s->examples : 0;
-    res.loss_before = NAN;
     fedc_err serr;
     fedc_err_clear(&serr);
-    if (fedc_engine_submit(engine, first, &res, fit_s, &serr) == FEDC_OK) {
+    if (fedci_secagg_submit(&s->conf, engine, sum, s->num_params, surv_ids, ns,
+                            examples ? loss / (double)examples : 0, fit_s, mean, NULL,
+                            &serr) == FEDC_OK) {
+        s->survivors = ns;
+        s->examples = examples;
+        s->bytes_up = stats.client_bytes_up * (uint64_t)ns;
         fedc_engine_round_counters(engine, cnt);
-        cnt[0] = s->survivors;
-        cnt[2] += (int64_t)(m - s->survivors);
+        cnt[2] += (int64_t)(m - ns);
         cnt[3] = (int64_t)s->bytes_up;
         fedc_engine_set_round_counters(engine, cnt);
     } else {
-        s->survivors = 0;
+        fedc_log(FEDC_LOG_WARN, "secagg", "round %u: the unmasked sum was refused: %s",
+                 s->round, fedc_err_message(&serr));
+        cnt[2] += (int64_t)m;
+        fedc_engine_set_round_counters(engine, cnt);
     }
 out:
     fedc_free(xs);
