@@ -48,7 +48,7 @@ static int run_case(uint32_t n, size_t len, double drop, uint32_t k, uint32_t t,
         x[i] = fedc_rng_u32(&rng);
     for (uint32_t u = 0; u < n; u++)
         xs[u] = x;
-    fedc_secagg_sim_opts o = {{0, drop, 0}, 7};
+    fedc_secagg_sim_opts o = {{0, drop, 0}, 7, NULL};
     fedc_secagg_sim_stats st;
     fedc_status s = fedc_secagg_simulate(&p, xs, &o, sum, NULL, &st, &err);
     int rc = CLI_EXIT_OK;

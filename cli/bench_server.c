@@ -395,8 +395,13 @@ static void *plain_thread(void *p)
     return NULL;
 }
 
-/* MB/s of K concurrent plain uploads of len bytes, reps each. */
-static double plain_transfer(int K, int reps, size_t len, int threads)
+/* MB/s of K concurrent plain uploads of the len bytes at body, reps times: over all reps
+ * (returned), and the best single rep (*best; each rep is K uploads at once, like one round of
+ * the protocol test). The body is real memory (the update itself), not calloc's shared zero
+ * page, which would make the sender's copy into the socket read one cached 4 KB page over and
+ * over. */
+static double plain_transfer(int K, int reps, const void *body, size_t len, int threads,
+                             double *best)
 {
     plain_srv ps = {0, PTHREAD_MUTEX_INITIALIZER};
     struct MHD_Daemon *d =
@@ -407,18 +412,28 @@ static double plain_transfer(int K, int reps, size_t len, int threads)
     const union MHD_DaemonInfo *di = MHD_get_daemon_info(d, MHD_DAEMON_INFO_BIND_PORT);
     char url[64];
     snprintf(url, sizeof url, "http://127.0.0.1:%u/plain", di ? di->port : 0);
-    void *body = calloc(1, len);
     plain_job *jobs = calloc((size_t)K, sizeof *jobs);
     pthread_t *tid = calloc((size_t)K, sizeof *tid);
-    double t0 = cli_now();
-    for (int i = 0; i < K; i++) {
-        jobs[i] = (plain_job){url, body, len, reps, 0};
-        pthread_create(&tid[i], NULL, plain_thread, &jobs[i]);
+    double dt = 0;
+    *best = 0;
+    for (int r = 0; r < reps; r++) {
+        pthread_mutex_lock(&ps.lock);
+        uint64_t before = ps.bytes;
+        pthread_mutex_unlock(&ps.lock);
+        double t0 = cli_now();
+        for (int i = 0; i < K; i++) {
+            jobs[i] = (plain_job){url, body, len, 1, 0};
+            pthread_create(&tid[i], NULL, plain_thread, &jobs[i]);
+        }
+        for (int i = 0; i < K; i++) pthread_join(tid[i], NULL);
+        double t = cli_now() - t0;
+        dt += t;
+        pthread_mutex_lock(&ps.lock);
+        double rate = (double)(ps.bytes - before) / t / 1e6;
+        pthread_mutex_unlock(&ps.lock);
+        if (rate > *best) *best = rate;
     }
-    for (int i = 0; i < K; i++) pthread_join(tid[i], NULL);
-    double dt = cli_now() - t0;
     MHD_stop_daemon(d);
-    free(body);
     free(jobs);
     free(tid);
     return (double)ps.bytes / dt / 1e6;
@@ -550,19 +565,24 @@ int bench_server(int argc, char **argv)
         fclose(f);
     }
     /* per round: first end of training to last acceptance */
-    double spans = 0, bytes = 0;
+    double spans = 0, bytes = 0, best_upload_mbs = 0;
     int accepted = 0, ok = started == K;
     for (int r = 1; r <= R; r++) {
-        double lo = INFINITY, hi = 0;
+        double lo = INFINITY, hi = 0, round_bytes = 0;
         for (int i = 0; i < K; i++)
             for (int s = 0; s < jobs[i].nspans; s++)
                 if (jobs[i].spans[s].round == (uint32_t)r) {
                     if (jobs[i].spans[s].trained < lo) lo = jobs[i].spans[s].trained;
                     if (jobs[i].spans[s].accepted > hi) hi = jobs[i].spans[s].accepted;
-                    bytes += (double)P * 4;
+                    round_bytes += (double)P * 4;
                     accepted++;
                 }
-        if (hi > lo) spans += hi - lo;
+        bytes += round_bytes;
+        if (hi > lo) {
+            spans += hi - lo;
+            if (round_bytes / (hi - lo) / 1e6 > best_upload_mbs)
+                best_upload_mbs = round_bytes / (hi - lo) / 1e6;
+        }
     }
     for (int i = 0; i < started; i++) {
         if (jobs[i].st != FEDC_OK) ok = 0;
@@ -616,7 +636,10 @@ int bench_server(int argc, char **argv)
     }
 
     /* 3. the plain transfer, same size and concurrency */
-    double plain_mbs = plain_transfer(K, R, P * 4, (int)fedc_config_int(ccfg, "server.threads"));
+    double best_plain_mbs = 0;
+    double plain_mbs = plain_transfer(K, R, d.update, P * 4,
+                                      (int)fedc_config_int(ccfg, "server.threads"),
+                                      &best_plain_mbs);
 
     if (json) {
         json_t *o = json_object();
@@ -631,6 +654,11 @@ int bench_server(int argc, char **argv)
         json_object_set_new(o, "plain_mb_per_s", json_real(plain_mbs));
         json_object_set_new(o, "upload_vs_plain",
                             json_real(plain_mbs > 0 ? upload_mbs / plain_mbs : 0));
+        /* the best round against the best plain rep: less sensitive to other load */
+        json_object_set_new(o, "best_upload_mb_per_s", json_real(best_upload_mbs));
+        json_object_set_new(o, "best_plain_mb_per_s", json_real(best_plain_mbs));
+        json_object_set_new(o, "best_upload_vs_plain",
+                            json_real(best_plain_mbs > 0 ? best_upload_mbs / best_plain_mbs : 0));
         json_object_set_new(o, "round_seconds", json_real(round_s));
         json_object_set_new(o, "server_peak_mb", json_real(hwm1 / 1e3));
         json_object_set_new(o, "idle_clients", json_integer(N));
@@ -647,11 +675,13 @@ int bench_server(int argc, char **argv)
         "fedc bench server (loopback, plain HTTP, cnn update %.2f MB)\n"
         "  uploads     %d clients x %d rounds, %d result buffers: %d results accepted\n"
         "              %.0f MB/s through the protocol vs %.0f MB/s plain HTTP POST (%.0f%%)\n"
+        "              best round %.0f MB/s vs best plain round %.0f MB/s (%.0f%%)\n"
         "  rounds      %.3f s per round with clients that do not train (check-in, download and\n"
         "              verify, upload, validate, aggregate, checkpoint, commit, publish)\n"
         "  memory      server peak %.0f MB in the upload test (%.1f models)\n",
         model_mb, K, R, M, accepted, upload_mbs, plain_mbs,
-        plain_mbs > 0 ? 100 * upload_mbs / plain_mbs : 0, round_s, hwm1 / 1e3,
+        plain_mbs > 0 ? 100 * upload_mbs / plain_mbs : 0, best_upload_mbs, best_plain_mbs,
+        best_plain_mbs > 0 ? 100 * best_upload_mbs / best_plain_mbs : 0, round_s, hwm1 / 1e3,
         hwm1 * 1e3 / ((double)P * 4));
     if (N > 0)
         fprintf(

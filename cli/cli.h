@@ -50,6 +50,9 @@ FILE *cli_human(int json_mode);
 
 /* Parses "1,28,28" or "784" into dims. Returns the count, or -1 on a malformed shape. */
 int cli_parse_shape(const char *text, long long *dims, int max_dims);
+/* A whole decimal number (no sign) / a finite number: 0, or -1 when text is not one. */
+int cli_parse_u64(const char *text, uint64_t *out);
+int cli_parse_double(const char *text, double *out);
 
 /* Loads a config: file (may be NULL) then each --set assignment. On error prints the config's
  * message as "fedc CMD: ..." and returns NULL. */
@@ -103,5 +106,6 @@ int cmd_inspect(int argc, char **argv);
 int cmd_server(int argc, char **argv);
 int cmd_client(int argc, char **argv);
 int cmd_keygen(int argc, char **argv);
+int cmd_plot(int argc, char **argv);
 
 #endif

@@ -5,7 +5,8 @@
  * train: training speed of the nn engine per (model, batch) against the single-core sgemm
  * peak measured in the same run. FLOPs follow the usual convention: 2 x the forward
  * multiply-adds of the matrix products, x 3 for forward plus backward. A step is what a
- * client does per minibatch: fedc_nn_train_batch then fedc_optim_step (plain SGD).
+ * client does per minibatch with plain SGD: fedc_nn_train_step_sgd (the update fused into the
+ * backward pass); the unfused step (fedc_nn_train_batch then fedc_optim_step) is timed too.
  */
 #include <getopt.h>
 #include <stdlib.h>
@@ -21,12 +22,14 @@ typedef struct bench_case {
 } bench_case;
 
 static int bench_train(int argc, char **argv);
+static int bench_codec(int argc, char **argv);
 
 static const bench_case cases[] = {
     {"train", bench_train, "nn engine training speed vs the sgemm peak (mlp, cnn; batch 10, 50)"},
     {"sim", bench_sim, "simulation overhead per round and aggregation throughput"},
     {"secagg", bench_secagg, "SecAgg+ round cost: server/client time, expansion, by dropout"},
     {"server", bench_server, "federation protocol: upload MB/s vs plain HTTP, round latency, memory"},
+    {"codec", bench_codec, "update encodings: encode/decode GB/s vs memcpy, bytes, error"},
     {NULL, NULL, NULL},
 };
 
@@ -34,17 +37,21 @@ static const bench_case cases[] = {
 
 typedef struct train_result {
     double step_s, fwd_bwd_s;   /* seconds per step: full, and train_batch alone */
+    double unfused_s;           /* train_batch + fedc_optim_step (the step a client runs with
+                                 * clipping, Adam, DP-SGD or SCAFFOLD) */
+    int fused;                  /* step_s is the fused SGD step */
     double flops_step;          /* 3 x forward FLOPs x batch */
     size_t params, param_bytes, workspace_bytes, optim_bytes;
     double bytes_step;          /* memory a step must touch (see touched_bytes) */
 } train_result;
 
-/* Bytes a training step must move at least: the forward reads the weights, the backward
- * writes their gradient and reads the weights again (except the first layer's, whose input
- * gradient is not needed), the optimizer reads the gradient for its norm, then reads the
- * weights and the gradient and writes the weights; activations are written and read forward
- * and backward. */
-static double touched_bytes(const fedc_model *m, int batch)
+/* Bytes a training step must move at least: the forward reads the weights; unfused, the
+ * backward reads them again (except the first layer's, whose input gradient is not needed)
+ * and writes the gradient, the optimizer reads it for its norm, then reads the weights and
+ * the gradient and writes the weights (7 P - first floats); fused, the backward reads each
+ * weight once for both the input gradient and the update, and writes it (3 P); activations
+ * are written and read forward and backward. */
+static double touched_bytes(const fedc_model *m, int batch, int fused)
 {
     double P = (double)fedc_model_param_count(m), first = 0, acts = 0;
     for (size_t i = 0; i < fedc_model_layer_count(m); i++) {
@@ -54,7 +61,7 @@ static double touched_bytes(const fedc_model *m, int batch)
         acts += (double)(li.out_shape[0] * li.out_shape[1] * li.out_shape[2]);
     }
     double in = (double)fedc_model_input_size(m);
-    return 4.0 * (7.0 * P - first) + 4.0 * batch * (2.0 * in + 4.0 * acts);
+    return 4.0 * (fused ? 3.0 * P : 7.0 * P - first) + 4.0 * batch * (2.0 * in + 4.0 * acts);
 }
 
 static int time_model(const char *spec, int batch, double seconds, train_result *r,
@@ -91,8 +98,11 @@ static int time_model(const char *spec, int batch, double seconds, train_result 
     for (size_t i = 0; i < (size_t)POOL * batch * in; i++) x[i] = fedc_rng_uniformf(&rng);
     for (int i = 0; i < POOL * batch; i++) y[i] = (int32_t)fedc_rng_below(&rng, 10);
     float loss;
-    for (int phase = 0; phase < 2; phase++) {
-        /* Phase 0: full steps; phase 1: forward + backward only. The time per step is the
+    fedc_sgd_step sgd;
+    r->fused = fedc_optim_sgd_fuse(opt, &sgd);
+    for (int phase = 0; phase < 3; phase++) {
+        /* Phase 0: full steps as a client runs them (plain SGD: fused into the backward
+         * pass); 1: forward + backward only; 2: full steps, unfused. The time per step is the
          * best of windows of >= 0.1 s (and >= 3 steps): the machine may be shared, and a
          * window in which another process took the core or the memory bus says nothing
          * about the engine. */
@@ -101,11 +111,16 @@ static int time_model(const char *spec, int batch, double seconds, train_result 
         for (long i = 0;; i++) {
             if (i == 3) t0 = cli_now(); /* three warm-up steps */
             const float *xb = x + (size_t)(i % POOL) * batch * in;
-            if (fedc_nn_train_batch(ws, w, xb, y + (i % POOL) * batch, batch, &loss) != FEDC_OK) {
+            const int32_t *yb = y + (i % POOL) * batch;
+            fedc_status st = phase == 0 && r->fused && fedc_optim_sgd_fuse(opt, &sgd)
+                                 ? fedc_nn_train_step_sgd(ws, w, xb, yb, batch, &sgd, &loss)
+                                 : fedc_nn_train_batch(ws, w, xb, yb, batch, &loss);
+            if (st != FEDC_OK) {
                 fedc_err_set(&err, FEDC_ERR_INTERNAL, "%s", fedc_nn_workspace_errmsg(ws));
                 goto out;
             }
-            if (phase == 0 && fedc_optim_step(opt, w, fedc_nn_workspace_grad(ws)) != FEDC_OK) {
+            if (((phase == 0 && !r->fused) || phase == 2) &&
+                fedc_optim_step(opt, w, fedc_nn_workspace_grad(ws)) != FEDC_OK) {
                 fedc_err_set(&err, FEDC_ERR_INTERNAL, "%s", fedc_optim_errmsg(opt));
                 goto out;
             }
@@ -117,19 +132,21 @@ static int time_model(const char *spec, int batch, double seconds, train_result 
                 if (best == 0 || per < best) best = per;
                 in_window = 0;
                 t0 = now;
-                if (now - t_phase >= seconds / 2) break;
+                if (now - t_phase >= seconds / 3) break;
             }
         }
         if (phase == 0)
             r->step_s = best;
-        else
+        else if (phase == 1)
             r->fwd_bwd_s = best;
+        else
+            r->unfused_s = best;
     }
     r->flops_step = 3.0 * fedc_model_forward_flops(m) * batch;
     r->param_bytes = r->params * sizeof(float);
     r->workspace_bytes = fedc_nn_workspace_bytes(ws);
     r->optim_bytes = fedc_optim_state_bytes(opt);
-    r->bytes_step = touched_bytes(m, batch);
+    r->bytes_step = touched_bytes(m, batch, r->fused);
     rc = 0;
 out:
     if (rc) snprintf(errbuf, errsize, "%s: %s", spec, fedc_err_message(&err));
@@ -252,6 +269,10 @@ static int bench_train(int argc, char **argv)
             fprintf(out, "       memory: %.1f GB/s over the %s a step touches; the optimizer's "
                          "axpy pattern runs at %.1f GB/s at this size\n",
                     gbs, tb, axpy);
+            if (r.fused)
+                fprintf(out, "       plain SGD fused into the backward pass; unfused "
+                             "(train_batch + optim_step): %.3f ms/step, %.1f%% of peak\n",
+                        r.unfused_s * 1e3, 100.0 * r.flops_step / r.unfused_s / 1e9 / peak);
             if (json) {
                 json_t *o = json_object();
                 json_object_set_new(o, "case", json_string("train"));
@@ -262,6 +283,10 @@ static int bench_train(int argc, char **argv)
                 json_object_set_new(o, "gflops", json_real(gf));
                 json_object_set_new(o, "peak_gflops", json_real(peak));
                 json_object_set_new(o, "ratio", json_real(gf / peak));
+                json_object_set_new(o, "fused_sgd", json_boolean(r.fused));
+                json_object_set_new(o, "unfused_ms_per_step", json_real(r.unfused_s * 1e3));
+                json_object_set_new(o, "unfused_ratio",
+                                    json_real(r.flops_step / r.unfused_s / 1e9 / peak));
                 json_object_set_new(o, "fwd_bwd_ms", json_real(r.fwd_bwd_s * 1e3));
                 json_object_set_new(o, "fwd_bwd_gflops", json_real(gf_fb));
                 json_object_set_new(o, "fwd_bwd_ratio", json_real(gf_fb / peak));
@@ -278,6 +303,100 @@ static int bench_train(int argc, char **argv)
                 cli_json_print(o);
             }
         }
+    return rc;
+}
+
+/* ---- codec ---- */
+
+/* fedc bench codec: fedc_codec_bench (src/codec/codec_bench.c) per encoding on a vector of the
+ * cnn model's size and layout: encode and decode GB/s of float32 input against memcpy of the
+ * same bytes, measured in the same run, each phase a third of --seconds. */
+static int bench_codec(int argc, char **argv)
+{
+    static const struct option opts[] = {{"json", no_argument, NULL, 'j'},
+                                         {"spec", required_argument, NULL, 'e'},
+                                         {"params", required_argument, NULL, 'p'},
+                                         {"seconds", required_argument, NULL, 's'},
+                                         {NULL, 0, NULL, 0}};
+    static const char *const defaults[] = {"none", "zstd", "f16", "bf16", "q8", "q8+zstd",
+                                           "q4", "qsgd", "topk:1%", "topk:1%+q8", "mask:10%+q8"};
+    const char *specs[32];
+    int nspecs = 0, json = 0, c;
+    double seconds = 1.0;
+    uint64_t params = 0;
+    optind = 1;
+    opterr = 0;
+    while ((c = getopt_long(argc, argv, "+je:p:s:", opts, NULL)) != -1) {
+        switch (c) {
+        case 'j': json = 1; break;
+        case 'e':
+            if (nspecs == 32) return cli_usage_error("bench", "at most 32 --spec");
+            specs[nspecs++] = optarg;
+            break;
+        case 'p':
+            if (cli_parse_u64(optarg, &params) || params < 1 || params > 1000000000)
+                return cli_usage_error("bench", "--params wants 1..1e9, got '%s'", optarg);
+            break;
+        case 's':
+            if (cli_parse_double(optarg, &seconds) || !(seconds > 0 && seconds <= 3600))
+                return cli_usage_error("bench", "--seconds wants a time in (0, 3600], got '%s'",
+                                       optarg);
+            break;
+        default: return cli_usage_error("bench", "unknown option '%s'", argv[optind - 1]);
+        }
+    }
+    if (optind < argc) return cli_usage_error("bench", "unexpected argument '%s'", argv[optind]);
+    if (nspecs == 0)
+        for (size_t i = 0; i < sizeof defaults / sizeof *defaults; i++)
+            specs[nspecs++] = defaults[i];
+    fedc_err err;
+    fedc_err_clear(&err);
+    fedc_model *model = NULL;
+    const fedc_layout *layout = NULL;
+    size_t n = (size_t)params;
+    if (!params) { /* the cnn model's update: its size and its tensors (per-tensor groups) */
+        const int64_t shape[3] = {1, 28, 28};
+        if (fedc_model_create("cnn", shape, 3, 10, &model, &err) != FEDC_OK)
+            return cli_fail("bench", "%s", fedc_err_message(&err));
+        layout = fedc_model_layout(model);
+        n = fedc_model_param_count(model);
+    }
+    FILE *out = cli_human(json);
+    char nb[32];
+    fprintf(out, "fedc bench codec: %zu float32 values (%s, %s), normal(0, 0.01); GB/s of "
+                 "float32 input, 1 thread, %.2g s per phase\n",
+            n, cli_format_bytes(4.0 * (double)n, nb, sizeof nb),
+            layout ? "the cnn model's layout" : "one tensor", seconds / 3);
+    fprintf(out, "%-16s %11s %7s %7s %7s %7s %8s %8s %9s\n", "encoding", "bytes", "ratio",
+            "memcpy", "encode", "decode", "enc/cpy", "dec/cpy", "rel.err");
+    int rc = CLI_EXIT_OK;
+    for (int i = 0; i < nspecs; i++) {
+        fedc_codec_bench_result r;
+        if (fedc_codec_bench(specs[i], n, layout, seconds / 3, &r, &err) != FEDC_OK) {
+            rc = cli_fail("bench", "codec %s: %s", specs[i], fedc_err_message(&err));
+            continue;
+        }
+        fprintf(out, "%-16s %11zu %6.1fx %7.2f %7.2f %7.2f %8.2f %8.2f %9.2g\n", specs[i], r.bytes,
+                r.ratio, r.copy_gbps, r.encode_gbps, r.decode_gbps, r.encode_gbps / r.copy_gbps,
+                r.decode_gbps / r.copy_gbps, r.rel_error);
+        if (json) {
+            json_t *o = json_object();
+            json_object_set_new(o, "case", json_string("codec"));
+            json_object_set_new(o, "encoding", json_string(specs[i]));
+            json_object_set_new(o, "n", json_integer((json_int_t)r.n));
+            json_object_set_new(o, "bytes", json_integer((json_int_t)r.bytes));
+            json_object_set_new(o, "ratio", json_real(r.ratio));
+            json_object_set_new(o, "memcpy_gbps", json_real(r.copy_gbps));
+            json_object_set_new(o, "encode_gbps", json_real(r.encode_gbps));
+            json_object_set_new(o, "decode_gbps", json_real(r.decode_gbps));
+            json_object_set_new(o, "encode_vs_memcpy", json_real(r.encode_gbps / r.copy_gbps));
+            json_object_set_new(o, "decode_vs_memcpy", json_real(r.decode_gbps / r.copy_gbps));
+            json_object_set_new(o, "rel_error", json_real(r.rel_error));
+            json_object_set_new(o, "layout", json_string(layout ? "cnn" : "none"));
+            cli_json_print(o);
+        }
+    }
+    fedc_model_destroy(model);
     return rc;
 }
 

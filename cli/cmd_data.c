@@ -14,27 +14,6 @@
 
 #define CMD "data"
 
-static int parse_u64(const char *text, uint64_t *out)
-{
-    if (!text[0] || text[0] == '-' || text[0] == '+') return -1;
-    char *end;
-    errno = 0;
-    unsigned long long v = strtoull(text, &end, 10);
-    if (*end != '\0' || errno != 0) return -1;
-    *out = (uint64_t)v;
-    return 0;
-}
-
-static int parse_double(const char *text, double *out)
-{
-    char *end;
-    errno = 0;
-    double v = strtod(text, &end);
-    if (end == text || *end != '\0' || errno != 0 || !isfinite(v)) return -1;
-    *out = v;
-    return 0;
-}
-
 static int load(const char *spec, fedc_dataset **train, fedc_dataset **test, double *secs)
 {
     fedc_err err;
@@ -361,7 +340,7 @@ int cmd_data(int argc, char **argv)
         switch (c) {
         case OPT_JSON: json = 1; break;
         case 'n':
-            if (parse_u64(optarg, &u) || u == 0 || u > UINT32_MAX)
+            if (cli_parse_u64(optarg, &u) || u == 0 || u > UINT32_MAX)
                 return cli_usage_error(CMD, "--clients: '%s' is not a positive integer", optarg);
             po.num_clients = (uint32_t)u;
             clients_set = 1;
@@ -372,35 +351,35 @@ int cmd_data(int argc, char **argv)
                                        "or quantity", optarg);
             break;
         case 'S':
-            if (parse_u64(optarg, &po.seed))
+            if (cli_parse_u64(optarg, &po.seed))
                 return cli_usage_error(CMD, "--seed: '%s' is not an integer >= 0", optarg);
             break;
         case OPT_ALPHA:
-            if (parse_double(optarg, &d) || !(d > 0))
+            if (cli_parse_double(optarg, &d) || !(d > 0))
                 return cli_usage_error(CMD, "--alpha: '%s' is not a number > 0", optarg);
             po.alpha = d;
             break;
         case OPT_MIN:
-            if (parse_u64(optarg, &u)) return cli_usage_error(CMD, "--min-size: '%s' is not an integer >= 0", optarg);
+            if (cli_parse_u64(optarg, &u)) return cli_usage_error(CMD, "--min-size: '%s' is not an integer >= 0", optarg);
             po.min_size = (size_t)u;
             break;
         case OPT_ATTEMPTS:
-            if (parse_u64(optarg, &u) || u == 0 || u > UINT32_MAX)
+            if (cli_parse_u64(optarg, &u) || u == 0 || u > UINT32_MAX)
                 return cli_usage_error(CMD, "--max-attempts: '%s' is not a positive integer", optarg);
             po.max_attempts = (uint32_t)u;
             break;
         case OPT_SHARDS:
-            if (parse_u64(optarg, &u) || u == 0 || u > UINT32_MAX)
+            if (cli_parse_u64(optarg, &u) || u == 0 || u > UINT32_MAX)
                 return cli_usage_error(CMD, "--shards-per-client: '%s' is not a positive integer", optarg);
             po.shards_per_client = (uint32_t)u;
             break;
         case OPT_SIGMA:
-            if (parse_double(optarg, &d) || d < 0)
+            if (cli_parse_double(optarg, &d) || d < 0)
                 return cli_usage_error(CMD, "--sigma: '%s' is not a number >= 0", optarg);
             po.sigma = d;
             break;
         case OPT_TESTF:
-            if (parse_double(optarg, &d) || d < 0 || d >= 1)
+            if (cli_parse_double(optarg, &d) || d < 0 || d >= 1)
                 return cli_usage_error(CMD, "--test-fraction: '%s' is not in [0, 1)", optarg);
             po.test_fraction = d;
             break;

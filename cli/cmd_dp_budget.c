@@ -15,27 +15,6 @@
 #define CMD "dp-budget"
 
 /* A finite double from the whole of text. */
-static int parse_double(const char *text, double *out)
-{
-    char *end;
-    errno = 0;
-    double v = strtod(text, &end);
-    if (end == text || *end != '\0' || errno != 0 || !isfinite(v)) return -1;
-    *out = v;
-    return 0;
-}
-
-static int parse_steps(const char *text, uint64_t *out)
-{
-    if (!text[0] || text[0] == '-' || text[0] == '+') return -1;
-    char *end;
-    errno = 0;
-    unsigned long long v = strtoull(text, &end, 10);
-    if (*end != '\0' || errno != 0) return -1;
-    *out = (uint64_t)v;
-    return 0;
-}
-
 /* A JSON number, or null for +inf (JSON has no infinity). */
 static json_t *json_num(double v)
 {
@@ -84,15 +63,15 @@ int cmd_dp_budget(int argc, char **argv)
 
     double q, z = 0.0, delta, target = 0.0;
     uint64_t steps;
-    if (parse_double(q_s, &q) != 0 || !(q > 0.0 && q <= 1.0))
+    if (cli_parse_double(q_s, &q) != 0 || !(q > 0.0 && q <= 1.0))
         return cli_usage_error(CMD, "--sample-rate '%s': must be a number in (0, 1]", q_s);
-    if (z_s && (parse_double(z_s, &z) != 0 || !(z > 0.0)))
+    if (z_s && (cli_parse_double(z_s, &z) != 0 || !(z > 0.0)))
         return cli_usage_error(CMD, "--noise-multiplier '%s': must be a number > 0", z_s);
-    if (parse_steps(t_s, &steps) != 0 || steps == 0)
+    if (cli_parse_u64(t_s, &steps) != 0 || steps == 0)
         return cli_usage_error(CMD, "--steps '%s': must be an integer >= 1", t_s);
-    if (parse_double(d_s, &delta) != 0 || !(delta > 0.0 && delta < 1.0))
+    if (cli_parse_double(d_s, &delta) != 0 || !(delta > 0.0 && delta < 1.0))
         return cli_usage_error(CMD, "--delta '%s': must be a number in (0, 1)", d_s);
-    if (e_s && (parse_double(e_s, &target) != 0 || !(target > 0.0)))
+    if (e_s && (cli_parse_double(e_s, &target) != 0 || !(target > 0.0)))
         return cli_usage_error(CMD, "--target-epsilon '%s': must be a number > 0", e_s);
 
     fedc_err err;

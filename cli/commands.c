@@ -11,7 +11,7 @@ const cli_command cli_commands[] = {
      "`fedc help config` prints every configuration key: section, type, default, bounds, help.\n"},
     {"sim", cmd_sim, "run a whole federation in one process (virtual clients)",
      "usage: fedc sim CONFIG [--set section.key=value ...] [--out DIR] [--threads N]\n"
-     "                [--json] [--quiet]\n"
+     "                [--json] [--quiet] [--checkpoint DIR [--resume] [--stop-after R]]\n"
      "\n"
      "Runs the federation CONFIG describes (an INI file; `fedc help config` lists the keys)\n"
      "with every client simulated in this process, one worker thread per core. The result is\n"
@@ -23,7 +23,13 @@ const cli_command cli_commands[] = {
      "                   \"final\": true and model_sha256; human text goes to stderr\n"
      "  -q, --quiet      no progress display or summary\n"
      "  --mpi            run over MPI ranks (implied under mpirun): `mpirun -np R fedc sim\n"
-     "                   CONFIG` gives the same model as one process (docs/SCALING.md)\n"},
+     "                   CONFIG` gives the same model as one process (docs/SCALING.md)\n"
+     "  --checkpoint DIR save the run's state in DIR every run.checkpoint_every rounds\n"
+     "                   (default 1) and after the last; keeps run.keep_checkpoints (2)\n"
+     "  --resume         continue from the newest checkpoint in DIR (none: start at round\n"
+     "                   1); the result is bit-identical to an uninterrupted run, and --out\n"
+     "                   gets every round's metrics\n"
+     "  --stop-after R   stop after round R, with a checkpoint (e.g. a job's time slice)\n"},
     {"version", cmd_version, "print the version and build features",
      "usage: fedc version [--json]\n"
      "\n"
@@ -71,6 +77,11 @@ const cli_command cli_commands[] = {
      "      MB/s of the cnn model's update against a plain HTTP POST of the same bytes, the\n"
      "      round time with clients that do not train, and the server's memory: peak, and\n"
      "      per client with N clients long-polling (defaults 16, 5, 8, 1000).\n"
+     "  codec [--spec SPEC ...] [--params N] [--seconds S] [--json]\n"
+     "      Update encodings (default: none zstd f16 bf16 q8 q8+zstd q4 qsgd topk:1%\n"
+     "      topk:1%+q8 mask:10%+q8) on a cnn-sized update with its layout (or N values):\n"
+     "      message bytes, encode and decode GB/s against memcpy measured in the same run,\n"
+     "      relative error. S (default 1) per encoding; --json: one line per encoding.\n"
      "  Like every subcommand, bench uses the right OpenBLAS kernels on CPUs OpenBLAS does\n"
      "  not know (see `fedc help version`); FEDC_NO_RETUNE=1 measures the kernels as loaded.\n"},
     {"dp-budget", cmd_dp_budget, "epsilon spent by DP training, or the noise for a target epsilon",
@@ -164,6 +175,29 @@ const cli_command cli_commands[] = {
      "Writes a new secret key to FILE (mode 0600; an existing file is never overwritten) and\n"
      "prints its public key (64 hex digits) for `fedc server allow`. --show prints the public\n"
      "key of an existing secret key file.\n"},
+    {"plot", cmd_plot, "draw several runs' rounds on one chart (SVG), or compare them in a table",
+     "usage: fedc plot RUN[=LABEL] ... [--out FILE.svg] [--x round|up|bytes|time]\n"
+     "                 [--y accuracy|loss|train-loss|fed-accuracy] [--log-x] [--title T]\n"
+     "                 [--table [--at R,R...]] [--width W --height H]\n"
+     "\n"
+     "Reads each RUN's per-round records (the metrics.jsonl `fedc sim --out DIR` writes, or\n"
+     "saved `fedc sim --json` output; a directory means DIR/metrics.jsonl) and draws one line\n"
+     "per run on one chart, as a self-contained SVG file. LABEL names the run in the legend\n"
+     "(default: its directory's name).\n"
+
+     "  -o, --out FILE   the SVG file (- for stdout)\n"
+     "  --x AXIS         round (default); up: cumulative upload bytes; bytes: cumulative upload\n"
+     "                   + download bytes; time: cumulative wall time of the rounds\n"
+     "  --y VALUE        accuracy (central test, default), loss (central test), train-loss,\n"
+     "                   fed-accuracy (clients' test splits)\n"
+     "  --log-x          logarithmic x axis\n"
+     "  --title T        the chart's title\n"
+     "  --table          print a Markdown table on stdout: per run, the rounds, upload and\n"
+     "                   download bytes per round, how many times fewer upload bytes than the\n"
+     "                   first run, the y value at the last round and its best\n"
+     "  --at R,R...      add the y value at these rounds to the table\n"
+     "Exits 1 naming the file and line of a record that is not a JSON object, lacks a field the\n"
+     "axes need, or does not follow the previous round.\n"},
     {NULL, NULL, NULL, NULL},
 };
 

@@ -2,8 +2,10 @@
  * Run outputs: metrics.jsonl and metrics.csv (one line per round), and report.html, a
  * self-contained page with the run's plots drawn as inline SVG, readable with no network.
  * Runs with differential privacy add their DP fields (epsilon spent, clip, noise; the blocks
- * marked "DP") and an epsilon-per-round chart.
+ * marked "DP") and an epsilon-per-round chart. The SVG chart code (report_chart_svg) also
+ * draws `fedc plot`'s standalone charts (cli/cmd_plot.c).
  */
+#include <assert.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -39,6 +41,8 @@ char *report_record_json(const fedc_round_record *r)
     json_object_set_new(o, "bytes_down", json_integer((json_int_t)r->bytes_down));
     json_object_set_new(o, "bytes_up_raw", json_integer((json_int_t)r->bytes_up_raw));
     json_object_set_new(o, "bytes_down_raw", json_integer((json_int_t)r->bytes_down_raw));
+    if (r->bytes_down_full)
+        json_object_set_new(o, "bytes_down_full", json_integer((json_int_t)r->bytes_down_full));
     json_object_set_new(o, "seconds", json_real(r->seconds));
     json_object_set_new(o, "fit_seconds", json_real(r->fit_seconds));
     json_object_set_new(o, "update_norm", num_or_null(r->update_norm));
@@ -121,7 +125,8 @@ static void html_escape(FILE *f, const char *s)
         case '>': fputs("&gt;", f); break;
         case '&': fputs("&amp;", f); break;
         case '"': fputs("&quot;", f); break;
-        default: fputc(*s, f);
+        default:
+            if ((unsigned char)*s >= 0x20 || *s == '\t') fputc(*s, f); /* XML: no controls */
         }
     }
 }
@@ -134,12 +139,246 @@ static double nice_step(double span, int n)
     return step * mag;
 }
 
-typedef struct series {
+/* ---- charts (SVG), shared by report.html and `fedc plot` ---- */
+
+/* The CSS of the chart classes; report.html has it in its page style, a standalone SVG
+ * inline. */
+#define CHART_CSS                                                                                  \
+    ".ctitle{font-weight:600;font-size:14px;fill:#1d2330}"                                         \
+    ".grid{stroke:#e6e8ec}.ytick{font-size:11px;fill:#667085;text-anchor:end}"                     \
+    ".xtick{font-size:11px;fill:#667085;text-anchor:middle}"                                       \
+    ".xlabel,.ylabel{font-size:12px;fill:#475467;text-anchor:middle}"                              \
+    ".legend{font-size:12px;fill:#344054}.empty{fill:#98a2b3}"
+
+const char *report_palette(int i)
+{
+    static const char *const colors[] = {"#2563eb", "#f59e0b", "#10b981", "#ef4444", "#8b5cf6",
+                                         "#0ea5e9", "#ec4899", "#84cc16", "#64748b", "#a16207"};
+    int n = (int)(sizeof colors / sizeof *colors);
+    return colors[((i % n) + n) % n];
+}
+
+/* An axis value as tick text: bytes in SI units ("200 MB"), seconds with "s". */
+static void format_tick(char *buf, size_t size, double v, report_axis_unit unit)
+{
+    if (unit == REPORT_AXIS_BYTES && v != 0) {
+        static const char *const u[] = {"B", "kB", "MB", "GB", "TB", "PB"};
+        int k = 0;
+        while (fabs(v) >= 1000 - 1e-9 && k < 5) {
+            v /= 1000;
+            k++;
+        }
+        snprintf(buf, size, "%.3g %s", v, u[k]);
+    } else if (unit == REPORT_AXIS_SECONDS && v != 0) {
+        snprintf(buf, size, "%g s", v);
+    } else {
+        snprintf(buf, size, "%g", v);
+    }
+}
+
+/* Tick positions of a log10 axis over [lo, hi] (lo > 0): the decades, plus 2 and 5 times
+ * them when the range spans at most 2.5 decades. Returns the count (at most max). */
+static int log_ticks(double lo, double hi, double *t, int max)
+{
+    int n = 0, d0 = (int)floor(log10(lo) + 1e-9), d1 = (int)ceil(log10(hi) - 1e-9);
+    int fine = log10(hi / lo) <= 2.5;
+    for (int d = d0; d <= d1 && n < max; d++)
+        for (int m = 1; m <= 5 && n < max; m += (fine ? (m == 1 ? 1 : 3) : 10)) {
+            double v = (double)m * pow(10, d);
+            if (v >= lo * (1 - 1e-9) && v <= hi * (1 + 1e-9)) t[n++] = v;
+        }
+    return n;
+}
+
+static int point_ok(const report_chart *c, double x, double y)
+{
+    return isfinite(x) && isfinite(y) && (!c->log_x || x > 0);
+}
+
+void report_chart_svg(FILE *f, const report_chart *c, const report_series *ss, int ns)
+{
+    const double W = c->width > 0 ? c->width : 460, H = c->height > 0 ? c->height : 260;
+    const double L = 56, T = 34, B = 40;
+    double R = 14;
+    double xmin = INFINITY, xmax = -INFINITY, ymin = INFINITY, ymax = -INFINITY;
+    size_t maxn = 0;
+    size_t namelen = 0;
+    for (int s = 0; s < ns; s++) {
+        int any = 0;
+        for (size_t i = 0; i < ss[s].n; i++) {
+            double x = ss[s].x[i], y = ss[s].y[i];
+            if (!point_ok(c, x, 0)) continue;
+            if (x < xmin) xmin = x; /* the x range covers records without a y value too */
+            if (x > xmax) xmax = x;
+            if (!isfinite(y)) continue;
+            any = 1;
+            if (y < ymin) ymin = y;
+            if (y > ymax) ymax = y;
+        }
+        if (ss[s].n > maxn) maxn = ss[s].n;
+        if (any && ss[s].name && strlen(ss[s].name) > namelen) namelen = strlen(ss[s].name);
+    }
+    if (c->legend_outside) R = 34 + 7.0 * (double)(namelen < 60 ? namelen : 60);
+    /* the namespace only in a file of its own: report.html stays free of URLs */
+    fprintf(f, "<svg%s viewBox='0 0 %.0f %.0f' class='chart' role='img'",
+            c->standalone ? " xmlns='http://www.w3.org/2000/svg'" : "", W, H);
+    if (c->standalone)
+        fprintf(f,
+                " width='%.0f' height='%.0f'><style>text{font-family:system-ui,-apple-system,"
+                "'Segoe UI',sans-serif}" CHART_CSS "</style>"
+                "<rect width='100%%' height='100%%' fill='#fff'/>",
+                W, H);
+    else
+        fputc('>', f);
+    fprintf(f, "<text x='%.0f' y='20' class='ctitle'>", L);
+    html_escape(f, c->title);
+    fputs("</text>", f);
+    if (!(ymin <= ymax)) {
+        fprintf(f, "<text x='%.0f' y='%.0f' class='empty'>no data</text></svg>", W / 2 - 25, H / 2);
+        return;
+    }
+    if (c->y_from_zero && ymin > 0) ymin = 0;
+    if (ymax - ymin < 1e-9) {
+        ymax += fabs(ymax) * 0.05 + 1e-3;
+        ymin -= fabs(ymin) * 0.05 + 1e-3;
+    }
+    double ystep = nice_step(ymax - ymin, 5);
+    ymin = floor(ymin / ystep) * ystep;
+    ymax = ceil(ymax / ystep) * ystep;
+    double x0 = xmin, x1 = xmax;
+    if (c->log_x) { /* a margin of 5% of the span (at least a factor 1.2) each side */
+        double pad = pow(10, fmax(0.05 * log10(x1 / x0), log10(1.2)));
+        x0 /= pad;
+        x1 *= pad;
+    } else if (x1 <= x0) {
+        x1 = x0 + 1;
+    }
+    int any_bars = 0;
+    for (int s = 0; s < ns; s++) any_bars |= ss[s].bars;
+    if (any_bars && !c->log_x) { /* half a bar slot each side: bars stay inside the plot */
+        double slot = (x1 - x0) / (double)(maxn > 1 ? maxn - 1 : 1);
+        x0 -= slot / 2;
+        x1 += slot / 2;
+    }
+    double pw = W - L - R, ph = H - T - B;
+    double lx0 = c->log_x ? log10(x0) : x0, lx1 = c->log_x ? log10(x1) : x1;
+#define PX(x) (L + ((c->log_x ? log10(x) : (x)) - lx0) / (lx1 - lx0) * pw)
+#define PY(y) (T + (1 - ((y)-ymin) / (ymax - ymin)) * ph)
+    for (double y = ymin; y <= ymax + ystep / 2; y += ystep) {
+        fprintf(f, "<line x1='%.1f' x2='%.1f' y1='%.1f' y2='%.1f' class='grid'/>", L, W - R, PY(y),
+                PY(y));
+        fprintf(f, "<text x='%.1f' y='%.1f' class='ytick'>%g</text>", L - 6, PY(y) + 4,
+                fabs(y) < ystep / 1e6 ? 0 : y);
+    }
+    double ticks[64];
+    int nt = 0;
+    if (c->log_x) {
+        nt = log_ticks(x0, x1, ticks, 64);
+    } else {
+        double xstep = nice_step(x1 - x0, 6);
+        if (c->x_integer && xstep < 1) xstep = 1;
+        for (double x = ceil(x0 / xstep) * xstep; x <= x1 + xstep * 1e-9 && nt < 64; x += xstep)
+            ticks[nt++] = fabs(x) < xstep * 1e-9 ? 0 : x;
+    }
+    for (int i = 0; i < nt; i++) {
+        char tb[32];
+        format_tick(tb, sizeof tb, ticks[i], c->x_unit);
+        if (c->x_grid)
+            fprintf(f, "<line x1='%.1f' x2='%.1f' y1='%.1f' y2='%.1f' class='grid'/>", PX(ticks[i]),
+                    PX(ticks[i]), T, T + ph);
+        fprintf(f, "<text x='%.1f' y='%.1f' class='xtick'>%s</text>", PX(ticks[i]), H - B + 16, tb);
+    }
+    fprintf(f, "<text x='%.1f' y='%.1f' class='xlabel'>", L + pw / 2, H - 6);
+    html_escape(f, c->xlabel);
+    fprintf(f, "</text><text transform='translate(14,%.1f) rotate(-90)' class='ylabel'>",
+            T + ph / 2);
+    html_escape(f, c->ylabel);
+    fputs("</text>", f);
+    const char *xname = c->point_name ? c->point_name : c->xlabel;
+    double bw = pw / (double)(maxn > 1 ? maxn : 1) * 0.7 / ns;
+    for (int s = 0; s < ns; s++) {
+        const char *color = ss[s].color ? ss[s].color : report_palette(s);
+        char tb[32];
+        if (ss[s].bars) {
+            for (size_t i = 0; i < ss[s].n; i++) {
+                double xv = ss[s].x[i], v = ss[s].y[i];
+                if (!point_ok(c, xv, v)) continue;
+                double x = PX(xv) - bw * ns / 2 + bw * s;
+                format_tick(tb, sizeof tb, xv, c->x_unit);
+                fprintf(f,
+                        "<rect x='%.1f' y='%.1f' width='%.1f' height='%.1f' fill='%s'>"
+                        "<title>",
+                        x, PY(v), bw, PY(ymin) - PY(v), color);
+                html_escape(f, xname);
+                fprintf(f, " %s: %g</title></rect>", tb, v);
+            }
+            continue;
+        }
+        fprintf(f, "<polyline fill='none' stroke='%s' stroke-width='2'%s points='", color,
+                s >= 10 ? " stroke-dasharray='6 3'" : "");
+        size_t shown = 0;
+        for (size_t i = 0; i < ss[s].n; i++)
+            if (point_ok(c, ss[s].x[i], ss[s].y[i])) {
+                fprintf(f, "%.1f,%.1f ", PX(ss[s].x[i]), PY(ss[s].y[i]));
+                shown++;
+            }
+        fputs("'/>", f);
+        for (size_t i = 0; i < ss[s].n && shown <= 60; i++) {
+            double xv = ss[s].x[i], v = ss[s].y[i];
+            if (!point_ok(c, xv, v)) continue;
+            format_tick(tb, sizeof tb, xv, c->x_unit);
+            fprintf(f, "<circle cx='%.1f' cy='%.1f' r='2.5' fill='%s'><title>", PX(xv), PY(v),
+                    color);
+            if (c->legend_outside) {
+                html_escape(f, ss[s].name);
+                fputs(", ", f);
+            }
+            html_escape(f, xname);
+            fprintf(f, " %s: %.4g</title></circle>", tb, v);
+        }
+    }
+    /* legend: only the series that have data */
+    double lx = c->legend_outside ? W - R + 14 : W - R - 150;
+    double ly = c->legend_outside ? T : 8;
+    int shown = 0;
+    for (int s = 0; s < ns; s++) {
+        int any = 0;
+        for (size_t i = 0; i < ss[s].n && !any; i++) any = point_ok(c, ss[s].x[i], ss[s].y[i]);
+        if (!any) continue;
+        fprintf(f, "<rect x='%.0f' y='%.0f' width='10' height='10' fill='%s'/>", lx,
+                ly + 16.0 * shown, ss[s].color ? ss[s].color : report_palette(s));
+        fprintf(f, "<text x='%.0f' y='%.0f' class='legend'>", lx + 14, ly + 9.0 + 16 * shown);
+        html_escape(f, ss[s].name);
+        fputs("</text>", f);
+        shown++;
+    }
+#undef PX
+#undef PY
+    fputs("</svg>", f);
+}
+
+int report_write_svg(const char *path, const report_chart *c, const report_series *s, int ns)
+{
+    FILE *f = strcmp(path, "-") == 0 ? stdout : fopen(path, "w");
+    if (!f) return -1;
+    report_chart sc = *c;
+    sc.standalone = 1;
+    fputs("<?xml version='1.0' encoding='UTF-8'?>\n", f);
+    report_chart_svg(f, &sc, s, ns);
+    fputc('\n', f);
+    int bad = ferror(f);
+    if (f == stdout) return (fflush(f) != 0 || bad) ? -1 : 0;
+    return (fclose(f) != 0 || bad) ? -1 : 0;
+}
+
+/* ---- report.html ---- */
+
+typedef struct rec_series {
     const char *name;
     const char *color;
     double (*get)(const fedc_round_record *r, int *have);
     int bars;
-} series;
+} rec_series;
 
 static double get_acc(const fedc_round_record *r, int *have)
 {
@@ -204,102 +443,33 @@ static int any_dp(const fedc_round_record *recs, size_t n)
     return 0;
 }
 
-/* One SVG chart: x = round, y = the series. */
-static void chart(FILE *f, const char *title, const char *ylabel, const series *ss, int ns,
+/* One chart of the report: x = round, y = each series' value (NaN where a record has none). */
+static void chart(FILE *f, const char *title, const char *ylabel, const rec_series *rs, int ns,
                   const fedc_round_record *recs, size_t n, int y_from_zero)
 {
-    const double W = 460, H = 260, L = 56, R = 14, T = 34, B = 40;
-    double ymin = INFINITY, ymax = -INFINITY;
-    for (int s = 0; s < ns; s++)
-        for (size_t i = 0; i < n; i++) {
-            int have;
-            double v = ss[s].get(&recs[i], &have);
-            if (!have) continue;
-            if (v < ymin) ymin = v;
-            if (v > ymax) ymax = v;
-        }
-    fprintf(f, "<svg viewBox='0 0 %.0f %.0f' class='chart' role='img'>", W, H);
-    fprintf(f, "<text x='%.0f' y='20' class='ctitle'>", L);
-    html_escape(f, title);
-    fputs("</text>", f);
-    if (!(ymin <= ymax) || n == 0) {
-        fprintf(f, "<text x='%.0f' y='%.0f' class='empty'>no data</text></svg>", W / 2 - 25, H / 2);
-        return;
-    }
-    if (y_from_zero && ymin > 0) ymin = 0;
-    if (ymax - ymin < 1e-9) {
-        ymax += fabs(ymax) * 0.05 + 1e-3;
-        ymin -= fabs(ymin) * 0.05 + 1e-3;
-    }
-    double ystep = nice_step(ymax - ymin, 5);
-    ymin = floor(ymin / ystep) * ystep;
-    ymax = ceil(ymax / ystep) * ystep;
-    double x0 = recs[0].round, x1 = recs[n - 1].round;
-    if (x1 <= x0) x1 = x0 + 1;
-    double pw = W - L - R, ph = H - T - B;
-#define PX(x) (L + ((x) - x0) / (x1 - x0) * pw)
-#define PY(y) (T + (1 - ((y) - ymin) / (ymax - ymin)) * ph)
-    for (double y = ymin; y <= ymax + ystep / 2; y += ystep) {
-        fprintf(f, "<line x1='%.1f' x2='%.1f' y1='%.1f' y2='%.1f' class='grid'/>", L, W - R, PY(y),
-                PY(y));
-        fprintf(f, "<text x='%.1f' y='%.1f' class='ytick'>%g</text>", L - 6, PY(y) + 4,
-                fabs(y) < ystep / 1e6 ? 0 : y);
-    }
-    double xstep = nice_step(x1 - x0, 6);
-    if (xstep < 1) xstep = 1;
-    for (double x = ceil(x0 / xstep) * xstep; x <= x1 + 1e-9; x += xstep)
-        fprintf(f, "<text x='%.1f' y='%.1f' class='xtick'>%g</text>", PX(x), H - B + 16, x);
-    fprintf(f, "<text x='%.1f' y='%.1f' class='xlabel'>round</text>", L + pw / 2, H - 6);
-    fprintf(f, "<text transform='translate(14,%.1f) rotate(-90)' class='ylabel'>", T + ph / 2);
-    html_escape(f, ylabel);
-    fputs("</text>", f);
-    double bw = pw / (double)(n > 1 ? n : 1) * 0.7 / ns;
+    enum { MAX_SERIES = 4 };
+    assert(ns <= MAX_SERIES);
+    report_series ss[MAX_SERIES];
+    double *buf = malloc((n ? n : 1) * (size_t)(ns + 1) * sizeof *buf);
+    if (!buf) return; /* out of memory: the chart is left out */
+    double *x = buf;
+    for (size_t i = 0; i < n; i++) x[i] = recs[i].round;
     for (int s = 0; s < ns; s++) {
-        if (ss[s].bars) {
-            for (size_t i = 0; i < n; i++) {
-                int have;
-                double v = ss[s].get(&recs[i], &have);
-                if (!have) continue;
-                double x = PX(recs[i].round) - bw * ns / 2 + bw * s;
-                fprintf(f, "<rect x='%.1f' y='%.1f' width='%.1f' height='%.1f' fill='%s'>"
-                           "<title>round %u: %g</title></rect>",
-                        x, PY(v), bw, PY(ymin) - PY(v), ss[s].color, recs[i].round, v);
-            }
-            continue;
-        }
-        fprintf(f, "<polyline fill='none' stroke='%s' stroke-width='2' points='", ss[s].color);
+        double *y = buf + (size_t)(s + 1) * n;
         for (size_t i = 0; i < n; i++) {
             int have;
-            double v = ss[s].get(&recs[i], &have);
-            if (have) fprintf(f, "%.1f,%.1f ", PX(recs[i].round), PY(v));
+            double v = rs[s].get(&recs[i], &have);
+            y[i] = have ? v : NAN;
         }
-        fputs("'/>", f);
-        for (size_t i = 0; i < n; i++) {
-            int have;
-            double v = ss[s].get(&recs[i], &have);
-            if (have && n <= 60)
-                fprintf(f, "<circle cx='%.1f' cy='%.1f' r='2.5' fill='%s'><title>round %u: %.4g"
-                           "</title></circle>",
-                        PX(recs[i].round), PY(v), ss[s].color, recs[i].round, v);
-        }
+        ss[s] = (report_series){rs[s].name, rs[s].color, x, y, n, rs[s].bars};
     }
-    /* legend: only the series that have data */
-    double lx = W - R - 150;
-    int shown = 0;
-    for (int s = 0; s < ns; s++) {
-        int any = 0;
-        for (size_t i = 0; i < n && !any; i++) ss[s].get(&recs[i], &any);
-        if (!any) continue;
-        fprintf(f, "<rect x='%.0f' y='%.0f' width='10' height='10' fill='%s'/>", lx,
-                8.0 + 14 * shown, ss[s].color);
-        fprintf(f, "<text x='%.0f' y='%.0f' class='legend'>", lx + 14, 17.0 + 14 * shown);
-        html_escape(f, ss[s].name);
-        fputs("</text>", f);
-        shown++;
-    }
-#undef PX
-#undef PY
-    fputs("</svg>", f);
+    report_chart c = {.title = title,
+                      .xlabel = "round",
+                      .ylabel = ylabel,
+                      .y_from_zero = y_from_zero,
+                      .x_integer = 1};
+    report_chart_svg(f, &c, ss, ns);
+    free(buf);
 }
 
 static const fedc_round_record *best_eval(const fedc_round_record *recs, size_t n)
@@ -348,12 +518,7 @@ int report_write_html(const char *path, const report_info *info, const fedc_roun
           ".card .v{font-size:26px;font-weight:650}.card .k{color:#667085;font-size:13px}"
           ".charts{display:grid;grid-template-columns:repeat(auto-fit,minmax(440px,1fr));gap:14px}"
           ".chart{background:#fff;border-radius:10px;box-shadow:0 1px 3px rgba(0,0,0,.08);"
-          "width:100%;height:auto}"
-          ".ctitle{font-weight:600;font-size:14px;fill:#1d2330}"
-          ".grid{stroke:#e6e8ec}.ytick{font-size:11px;fill:#667085;text-anchor:end}"
-          ".xtick{font-size:11px;fill:#667085;text-anchor:middle}"
-          ".xlabel,.ylabel{font-size:12px;fill:#475467;text-anchor:middle}"
-          ".legend{font-size:12px;fill:#344054}.empty{fill:#98a2b3}"
+          "width:100%;height:auto}" CHART_CSS
           "table{border-collapse:collapse;width:100%;background:#fff;border-radius:10px;"
           "overflow:hidden;box-shadow:0 1px 3px rgba(0,0,0,.08);font-size:13px}"
           "th,td{padding:6px 10px;text-align:right;border-bottom:1px solid #eef0f3}"
@@ -418,24 +583,24 @@ int report_write_html(const char *path, const report_info *info, const fedc_roun
         fputs("<div class='cards'>", f);
     }
     fputs("</div><div class='charts'>", f);
-    series acc[] = {{"central test", "#2563eb", get_acc, 0},
-                    {"federated (clients' test)", "#f59e0b", get_fed_acc, 0}};
+    rec_series acc[] = {{"central test", "#2563eb", get_acc, 0},
+                        {"federated (clients' test)", "#f59e0b", get_fed_acc, 0}};
     chart(f, "Test accuracy", "accuracy (%)", acc, 2, recs, n, 0);
-    series loss[] = {{"train (clients)", "#10b981", get_train_loss, 0},
-                     {"central test", "#2563eb", get_test_loss, 0}};
+    rec_series loss[] = {{"train (clients)", "#10b981", get_train_loss, 0},
+                         {"central test", "#2563eb", get_test_loss, 0}};
     chart(f, "Loss", "cross-entropy", loss, 2, recs, n, 0);
-    series part[] = {{"accepted", "#6366f1", get_participants, 1},
-                     {"rejected or failed", "#ef4444", get_rejected, 1}};
+    rec_series part[] = {{"accepted", "#6366f1", get_participants, 1},
+                         {"rejected or failed", "#ef4444", get_rejected, 1}};
     chart(f, "Participation", "clients", part, 2, recs, n, 1);
-    series comm[] = {{"MB up + down", "#8b5cf6", get_mb, 1}};
+    rec_series comm[] = {{"MB up + down", "#8b5cf6", get_mb, 1}};
     chart(f, "Communication per round", "MB", comm, 1, recs, n, 1);
-    series secs[] = {{"wall seconds", "#0ea5e9", get_seconds, 1}};
+    rec_series secs[] = {{"wall seconds", "#0ea5e9", get_seconds, 1}};
     chart(f, "Round time", "seconds", secs, 1, recs, n, 1);
     if (dp) { /* DP */
-        series eps[] = {{"user-level", "#dc2626", get_epsilon, 0},
-                        {"example-level (DP-SGD)", "#7c3aed", get_sgd_epsilon, 0}};
+        rec_series eps[] = {{"user-level", "#dc2626", get_epsilon, 0},
+                            {"example-level (DP-SGD)", "#7c3aed", get_sgd_epsilon, 0}};
         chart(f, "Privacy spent (epsilon per round)", "epsilon", eps, 2, recs, n, 1);
-        series clip[] = {{"clip C", "#0891b2", get_dp_clip, 0}};
+        rec_series clip[] = {{"clip C", "#0891b2", get_dp_clip, 0}};
         chart(f, "DP clip", "L2 clip", clip, 1, recs, n, 1);
     }
     fputs("</div><h2>Rounds</h2><table><tr><th>round</th><th>clients</th><th>examples</th>"

@@ -1,4 +1,5 @@
 /* Shared pieces of the subcommands: error printing, JSON lines, shapes, progress display. */
+#include <errno.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdlib.h>
@@ -60,6 +61,27 @@ int cli_parse_shape(const char *text, long long *dims, int max_dims)
         if (*end != ',' && *end != 'x') return -1;
         p = end + 1;
     }
+}
+
+int cli_parse_u64(const char *text, uint64_t *out)
+{
+    if (!text[0] || text[0] == '-' || text[0] == '+') return -1;
+    char *end;
+    errno = 0;
+    unsigned long long v = strtoull(text, &end, 10);
+    if (*end != '\0' || errno != 0) return -1;
+    *out = (uint64_t)v;
+    return 0;
+}
+
+int cli_parse_double(const char *text, double *out)
+{
+    char *end;
+    errno = 0;
+    double v = strtod(text, &end);
+    if (end == text || *end != '\0' || errno != 0 || !isfinite(v)) return -1;
+    *out = v;
+    return 0;
 }
 
 fedc_config *cli_load_config(const char *cmd, const char *path, char **sets, int nsets)

@@ -1,6 +1,7 @@
 /* Flat vectors and layouts. */
 #include "testutil.h"
 
+#include <float.h>
 #include <math.h>
 #include <string.h>
 
@@ -103,6 +104,21 @@ static void test_nonfinite_and_hash(void **state)
     v[777] = 3e38f; /* huge but finite */
     assert_int_equal(fedc_vec_find_nonfinite(1000, v), -1);
     assert_int_equal(fedc_vec_find_nonfinite(0, v), -1);
+    /* every position of a block of 64 and of the tail (1000 = 15 x 64 + 40), every kind of
+     * non-finite value; the largest finite and subnormal values are not */
+    v[5] = FLT_MAX;
+    v[6] = -FLT_MAX;
+    v[7] = 1e-45f;
+    v[8] = -0.0f;
+    const float bad[4] = {INFINITY, -INFINITY, NAN, -NAN};
+    for (int i = 0; i < 1000; i++) {
+        float keep = v[i];
+        v[i] = bad[i % 4];
+        assert_int_equal(fedc_vec_find_nonfinite(1000, v), i);
+        assert_int_equal(fedc_vec_find_nonfinite((size_t)i, v), -1);
+        v[i] = keep;
+    }
+    assert_int_equal(fedc_vec_find_nonfinite(1000, v), -1);
 
     /* SHA-256 of the bytes: empty input and a known vector */
     char hex[65];

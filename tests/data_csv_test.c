@@ -13,15 +13,6 @@
 
 static char *dir;
 
-static char *put(const char *name, const char *text)
-{
-    char *p = malloc(strlen(dir) + strlen(name) + 2);
-    assert_non_null(p);
-    sprintf(p, "%s/%s", dir, name);
-    tu_write_file(p, text, strlen(text));
-    return p;
-}
-
 static fedc_dataset *load_ok(const char *spec, fedc_dataset **test)
 {
     fedc_dataset *tr = NULL;
@@ -32,25 +23,13 @@ static fedc_dataset *load_ok(const char *spec, fedc_dataset **test)
     return tr;
 }
 
-static void expect_fail(const char *spec, fedc_status code, const char *n1, const char *n2)
-{
-    fedc_dataset *tr = (fedc_dataset *)1, *te = (fedc_dataset *)1;
-    fedc_err err;
-    fedc_err_clear(&err);
-    fedc_status st = fedc_data_load(spec, &tr, &te, &err);
-    if (st != code || (n1 && !strstr(err.msg, n1)) || (n2 && !strstr(err.msg, n2)))
-        fail_msg("spec %s: status %d (want %d), message '%s' (want '%s', '%s')", spec, st, code,
-                 err.msg, n1 ? n1 : "", n2 ? n2 : "");
-    assert_null(tr);
-    assert_null(te);
-}
-
 static void test_header_and_label(void **state)
 {
     (void)state;
     char spec[1024];
     /* header detected, column named "label" in the middle */
-    char *a = put("a.csv", "f1,label,f2\n1.5,2,-3\n\n# a comment\n4,0,5e-1\r\n7,1,8\n");
+    char *a =
+        tu_put_file(dir, "a.csv", "f1,label,f2\n1.5,2,-3\n\n# a comment\n4,0,5e-1\r\n7,1,8\n");
     snprintf(spec, sizeof spec, "csv:%s", a);
     fedc_dataset *tr = load_ok(spec, NULL);
     assert_int_equal(fedc_dataset_n(tr), 3);
@@ -68,8 +47,8 @@ static void test_header_and_label(void **state)
     /* label by name, by index, and negative index (last column) */
     snprintf(spec, sizeof spec, "csv:%s?label=f2&classes=9", a);
     /* f2 holds -3: not a label */
-    expect_fail(spec, FEDC_ERR_RANGE, "a.csv:2", "-3");
-    char *b = put("b.csv", "3,0.25,1\n0,0.5,2\n");
+    tu_expect_load_fail(spec, FEDC_ERR_RANGE, "a.csv:2", "-3");
+    char *b = tu_put_file(dir, "b.csv", "3,0.25,1\n0,0.5,2\n");
     snprintf(spec, sizeof spec, "csv:%s?label=-1", b);
     tr = load_ok(spec, NULL);
     assert_int_equal(fedc_dataset_y(tr)[0], 1);
@@ -88,14 +67,14 @@ static void test_header_and_label(void **state)
     assert_int_equal(fedc_dataset_n(tr), 1);
     fedc_dataset_destroy(tr);
     /* separators: semicolon and tab, quoted header */
-    char *c = put("c.csv", "\"x\";\"y\";\"label\"\n1;2;0\n3;4;1\n");
+    char *c = tu_put_file(dir, "c.csv", "\"x\";\"y\";\"label\"\n1;2;0\n3;4;1\n");
     snprintf(spec, sizeof spec, "csv:%s?sep=;", c);
     tr = load_ok(spec, NULL);
     assert_int_equal(fedc_dataset_n(tr), 2);
     assert_int_equal(fedc_dataset_y(tr)[1], 1);
     assert_true(fedc_dataset_x(tr)[3] == 4.0f);
     fedc_dataset_destroy(tr);
-    char *t = put("t.tsv", "label\tv\n1\t2.5\n");
+    char *t = tu_put_file(dir, "t.tsv", "label\tv\n1\t2.5\n");
     snprintf(spec, sizeof spec, "csv:%s?sep=tab", t);
     tr = load_ok(spec, NULL);
     assert_true(fedc_dataset_x(tr)[0] == 2.5f);
@@ -116,7 +95,7 @@ static void test_gzip_and_test_file(void **state)
     gzprintf(f, "label,a,b\n");
     for (int i = 0; i < 100; i++) gzprintf(f, "%d,%d,%d\n", i % 4, i, 2 * i);
     gzclose(f);
-    char *te_path = put("te.csv", "label,a,b\n3,1000,0\n0,0,0\n");
+    char *te_path = tu_put_file(dir, "te.csv", "label,a,b\n3,1000,0\n0,0,0\n");
     char spec[2048];
     snprintf(spec, sizeof spec, "csv:%s,%s", path, te_path);
     fedc_dataset *te = NULL;
@@ -187,64 +166,38 @@ static void test_malformed(void **state)
         {"nul.csv", "0,1\n1,2\n", "", FEDC_OK, NULL, NULL},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
-        char *p = put(cases[i].name, cases[i].text);
+        char *p = tu_put_file(dir, cases[i].name, cases[i].text);
         snprintf(spec, sizeof spec, "csv:%s%s", p, cases[i].opts);
         if (cases[i].code == FEDC_OK) {
             /* overwrite with an embedded NUL */
             tu_write_file(p, "0,1\n1\0002\n", 8);
-            expect_fail(spec, FEDC_ERR_FORMAT, "nul.csv:2", "NUL");
+            tu_expect_load_fail(spec, FEDC_ERR_FORMAT, "nul.csv:2", "NUL");
         } else {
-            expect_fail(spec, cases[i].code, cases[i].n1, cases[i].n2);
+            tu_expect_load_fail(spec, cases[i].code, cases[i].n1, cases[i].n2);
         }
         free(p);
     }
     /* the test file must have the training file's columns */
-    char *tr = put("cols_tr.csv", "0,1,2\n"), *te = put("cols_te.csv", "0,1\n");
+    char *tr = tu_put_file(dir, "cols_tr.csv", "0,1,2\n"),
+         *te = tu_put_file(dir, "cols_te.csv", "0,1\n");
     snprintf(spec, sizeof spec, "csv:%s,%s", tr, te);
-    expect_fail(spec, FEDC_ERR_SHAPE, "cols_te.csv:1", "2 columns");
+    tu_expect_load_fail(spec, FEDC_ERR_SHAPE, "cols_te.csv:1", "2 columns");
     free(tr);
     free(te);
     snprintf(spec, sizeof spec, "csv:%s/missing.csv", dir);
-    expect_fail(spec, FEDC_ERR_NOTFOUND, "missing.csv", NULL);
-    expect_fail("csv:", FEDC_ERR_INVALID, NULL, NULL);
-    expect_fail("csv:a,b,c", FEDC_ERR_INVALID, "TRAIN[,TEST]", NULL);
+    tu_expect_load_fail(spec, FEDC_ERR_NOTFOUND, "missing.csv", NULL);
+    tu_expect_load_fail("csv:", FEDC_ERR_INVALID, NULL, NULL);
+    tu_expect_load_fail("csv:a,b,c", FEDC_ERR_INVALID, "TRAIN[,TEST]", NULL);
 }
 
 /* Every allocation failure while loading ends in FEDC_ERR_NOMEM and frees everything. */
 static void test_alloc_failures(void **state)
 {
     (void)state;
-    char *p = put("af.csv", "label,a,b\n0,1,2\n1,3,4\n2,5,6\n");
+    char *p = tu_put_file(dir, "af.csv", "label,a,b\n0,1,2\n1,3,4\n2,5,6\n");
     char spec[1024];
     snprintf(spec, sizeof spec, "csv:%s,%s?standardize=1", p, p);
-    fedc_alloc_stats s0, s1;
-    int failures = 0;
-    for (uint64_t k = 1; k < 500; k++) {
-        fedc_alloc_get_stats(&s0);
-        fedc_alloc_fail_after(k, 0);
-        fedc_dataset *tr = NULL, *te = NULL;
-        fedc_err err;
-        fedc_status st = fedc_data_load(spec, &tr, &te, &err);
-        fedc_alloc_fail_after(0, 0);
-        fedc_alloc_get_stats(&s1);
-        int injected = s1.failures > s0.failures;
-        if (st == FEDC_OK) {
-            fedc_dataset_destroy(tr);
-            fedc_dataset_destroy(te);
-        } else {
-            failures++;
-            assert_int_equal(st, FEDC_ERR_NOMEM);
-            assert_null(tr);
-            assert_null(te);
-        }
-        fedc_alloc_get_stats(&s1);
-        if (s1.current_bytes != s0.current_bytes)
-            fail_msg("allocation %llu failing: status %d (%s), %lld bytes leaked",
-                     (unsigned long long)k, st, err.msg,
-                     (long long)(s1.current_bytes - s0.current_bytes));
-        if (!injected) break; /* k is past the last allocation */
-    }
-    assert_true(failures > 5);
+    assert_true(tu_alloc_torture_load(spec) > 5);
     free(p);
 }
 

@@ -108,6 +108,59 @@ static void test_fedavg_shards(void **state)
     fedc_partition_destroy(p);
 }
 
+/* 10,000 clients, Dirichlet alpha 0.3 (6 samples per client on average): some clients get no
+ * sample at all, which data.min_size = 0 allows; any min_size >= 1 is out of reach. */
+static void test_dirichlet_10k_clients(void **state)
+{
+    (void)state;
+    if (!train) skip();
+    fedc_partition_opts o;
+    fedc_partition_opts_init(&o);
+    o.scheme = FEDC_PARTITION_DIRICHLET;
+    o.num_clients = 10000;
+    o.alpha = 0.3;
+    o.seed = 42;
+    o.min_size = 0;
+    fedc_partition *p = NULL;
+    fedc_err err;
+    fedc_err_clear(&err);
+    if (fedc_partition_create(train, &o, &p, &err) != FEDC_OK) fail_msg("%s", err.msg);
+    assert_int_equal(fedc_partition_num_clients(p), 10000);
+    /* every sample exactly once, over train and test splits */
+    unsigned char *seen = calloc(60000, 1);
+    assert_non_null(seen);
+    size_t empty = 0, empty_train = 0, total = 0;
+    for (uint32_t k = 0; k < 10000; k++) {
+        size_t ntr, nte;
+        const uint32_t *tr = fedc_partition_indices(p, k, FEDC_SPLIT_TRAIN, &ntr);
+        const uint32_t *te = fedc_partition_indices(p, k, FEDC_SPLIT_TEST, &nte);
+        for (size_t i = 0; i < ntr; i++) assert_int_equal(seen[tr[i]]++, 0);
+        for (size_t i = 0; i < nte; i++) assert_int_equal(seen[te[i]]++, 0);
+        if (ntr + nte == 0) empty++;
+        if (ntr == 0) empty_train++;
+        if (ntr + nte > 0) assert_true(ntr >= 1); /* at most size - 1 test samples */
+        total += ntr + nte;
+    }
+    assert_int_equal(total, 60000);
+    free(seen);
+    /* A client's share of a class is ~ Beta(0.3, 2999.7): it often gets none of the class's
+     * 6,000 samples, and about 1% of clients get none of any (seed 42: 132 empty clients, the
+     * largest has 26 samples). */
+    assert_true(empty >= 50 && empty <= 400);
+    assert_int_equal(empty_train, empty);
+    fedc_partition_stats st;
+    fedc_partition_get_stats(p, &st);
+    assert_int_equal(st.min_size, 0);
+    assert_close(st.mean_size, 6.0, 1e-12, 0);
+    fedc_partition_destroy(p);
+    /* min_size 1 cannot be met: a clear error after max_attempts draws */
+    o.min_size = 1;
+    o.max_attempts = 3;
+    assert_int_equal(fedc_partition_create(train, &o, &p, &err), FEDC_ERR_RANGE);
+    assert_null(p);
+    assert_non_null(strstr(err.msg, "min_size"));
+}
+
 static void test_limit_option(void **state)
 {
     (void)state;
@@ -129,6 +182,7 @@ int main(void)
         cmocka_unit_test(test_shapes_and_counts),
         cmocka_unit_test(test_fedavg_shards),
         cmocka_unit_test(test_limit_option),
+        cmocka_unit_test(test_dirichlet_10k_clients),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

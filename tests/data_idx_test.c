@@ -140,20 +140,6 @@ static void test_plain_and_gz_dir(void **state)
     }
 }
 
-/* Loads a spec that must fail with `code` and a message containing each of the needles. */
-static void expect_fail(const char *spec, fedc_status code, const char *n1, const char *n2)
-{
-    fedc_dataset *tr = (fedc_dataset *)1, *te = (fedc_dataset *)1;
-    fedc_err err;
-    fedc_err_clear(&err);
-    fedc_status st = fedc_data_load(spec, &tr, &te, &err);
-    if (st != code || (n1 && !strstr(err.msg, n1)) || (n2 && !strstr(err.msg, n2)))
-        fail_msg("spec %s: status %d (want %d), message '%s' (want '%s', '%s')", spec, st, code,
-                 err.msg, n1 ? n1 : "", n2 ? n2 : "");
-    assert_null(tr);
-    assert_null(te);
-}
-
 /* Writes images/labels pair files (bytes given) and expects the load to fail. */
 static void check_bad_pair(const char *dir, const unsigned char *img, size_t ni,
                            const unsigned char *lbl, size_t nl, int gz, fedc_status code,
@@ -169,7 +155,7 @@ static void check_bad_pair(const char *dir, const unsigned char *img, size_t ni,
     }
     char spec[1024];
     snprintf(spec, sizeof spec, "idx:%s,%s?classes=5", ip, lp);
-    expect_fail(spec, code, n1, n2);
+    tu_expect_load_fail(spec, code, n1, n2);
     remove(ip);
     remove(lp);
     free(ip);
@@ -252,14 +238,14 @@ static void test_malformed(void **state)
         tu_write_file(lp, tmp, n100);
         char spec[1024];
         snprintf(spec, sizeof spec, "idx:%s,%s", gp, lp);
-        expect_fail(spec, FEDC_ERR_FORMAT, "cut-img.gz", "decompressed");
+        tu_expect_load_fail(spec, FEDC_ERR_FORMAT, "cut-img.gz", "decompressed");
         /* a flipped byte inside the deflate data: CRC or data error */
         write_gz(gp, big, nb);
         gdata = tu_read_file(gp, &glen);
         gdata[glen - 6] ^= 0x55; /* inside the CRC32 trailer */
         tu_write_file(gp, gdata, glen);
         free(gdata);
-        expect_fail(spec, FEDC_ERR_FORMAT, "cut-img.gz", "corrupt");
+        tu_expect_load_fail(spec, FEDC_ERR_FORMAT, "cut-img.gz", "corrupt");
         free(gp);
         free(lp);
     }
@@ -268,7 +254,7 @@ static void test_malformed(void **state)
     {
         char spec[1024];
         snprintf(spec, sizeof spec, "idx:%s/nope,%s/nope2", dir, dir);
-        expect_fail(spec, FEDC_ERR_NOTFOUND, "nope", NULL);
+        tu_expect_load_fail(spec, FEDC_ERR_NOTFOUND, "nope", NULL);
         char *a = join(dir, "a-img"), *b = join(dir, "a-lbl"), *c = join(dir, "b-img"), *d = join(dir, "b-lbl");
         tu_write_file(a, img, ni);
         tu_write_file(b, lbl, nl);
@@ -276,7 +262,7 @@ static void test_malformed(void **state)
         tu_write_file(c, tmp, n3);
         tu_write_file(d, lbl, nl);
         snprintf(spec, sizeof spec, "idx:%s,%s,%s,%s", a, b, c, d);
-        expect_fail(spec, FEDC_ERR_SHAPE, "b-img", "9 values");
+        tu_expect_load_fail(spec, FEDC_ERR_SHAPE, "b-img", "9 values");
         free(a);
         free(b);
         free(c);
@@ -321,7 +307,7 @@ static void test_float_samples(void **state)
     img[24] = 0x7f;
     img[25] = 0xc0;
     tu_write_file(ip, img, 36);
-    expect_fail(spec, FEDC_ERR_NONFINITE, "f-img", "offset 24");
+    tu_expect_load_fail(spec, FEDC_ERR_NONFINITE, "f-img", "offset 24");
     free(ip);
     free(lp);
     tu_rmtree(dir);
@@ -335,7 +321,7 @@ static void test_dir_lookup(void **state)
     char spec[512];
     /* empty directory */
     snprintf(spec, sizeof spec, "idx:%s", dir);
-    expect_fail(spec, FEDC_ERR_NOTFOUND, dir, "train-images");
+    tu_expect_load_fail(spec, FEDC_ERR_NOTFOUND, dir, "train-images");
     /* two sets (EMNIST style): ambiguous until a prefix picks one */
     unsigned char buf[4096];
     const char *pre[2] = {"emnist-a-", "emnist-b-"};
@@ -354,7 +340,7 @@ static void test_dir_lookup(void **state)
             free(p);
         }
     }
-    expect_fail(spec, FEDC_ERR_INVALID, "several", "prefix");
+    tu_expect_load_fail(spec, FEDC_ERR_INVALID, "several", "prefix");
     snprintf(spec, sizeof spec, "idx:%s?prefix=emnist-b-", dir);
     fedc_dataset *tr = NULL, *te = NULL;
     fedc_err err;
@@ -372,45 +358,12 @@ static void test_dir_lookup(void **state)
     remove(p);
     free(p);
     snprintf(spec, sizeof spec, "idx:%s", dir);
-    expect_fail(spec, FEDC_ERR_NOTFOUND, "t10k-images", "t10k-labels");
+    tu_expect_load_fail(spec, FEDC_ERR_NOTFOUND, "t10k-images", "t10k-labels");
     tu_rmtree(dir);
     free(dir);
 }
 
-/* Fails each allocation of fedc_data_load(spec) in turn: each must end in FEDC_ERR_NOMEM with
- * nothing leaked (curl's torture test). Returns the number of allocations tried. */
-static int torture_load(const char *spec)
-{
-    int failures = 0;
-    for (uint64_t k = 1; k < 2000; k++) {
-        fedc_alloc_stats s0, s1;
-        fedc_alloc_get_stats(&s0);
-        fedc_alloc_fail_after(k, 0);
-        fedc_dataset *tr = NULL, *te = NULL;
-        fedc_err err;
-        fedc_err_clear(&err);
-        fedc_status st = fedc_data_load(spec, &tr, &te, &err);
-        fedc_alloc_fail_after(0, 0);
-        fedc_alloc_get_stats(&s1);
-        int injected = s1.failures > s0.failures;
-        if (st == FEDC_OK) {
-            fedc_dataset_destroy(tr);
-            fedc_dataset_destroy(te);
-        } else {
-            failures++;
-            if (st != FEDC_ERR_NOMEM) fail_msg("allocation %llu: %s", (unsigned long long)k, err.msg);
-            assert_null(tr);
-            assert_null(te);
-        }
-        fedc_alloc_get_stats(&s1);
-        if (s1.current_bytes != s0.current_bytes)
-            fail_msg("allocation %llu failing: %lld bytes leaked", (unsigned long long)k,
-                     (long long)(s1.current_bytes - s0.current_bytes));
-        if (!injected) break;
-    }
-    return failures;
-}
-
+/* Each allocation of the load failing in turn: FEDC_ERR_NOMEM, nothing leaked. */
 static void test_alloc_failures(void **state)
 {
     (void)state;
@@ -418,7 +371,7 @@ static void test_alloc_failures(void **state)
     write_set(dir, 1);
     char spec[512];
     snprintf(spec, sizeof spec, "idx:%s?standardize=1", dir);
-    assert_true(torture_load(spec) > 8);
+    assert_true(tu_alloc_torture_load(spec) > 8);
     tu_rmtree(dir);
     free(dir);
 }
@@ -426,15 +379,16 @@ static void test_alloc_failures(void **state)
 static void test_bad_specs(void **state)
 {
     (void)state;
-    expect_fail("nonsense", FEDC_ERR_INVALID, "nonsense", "expected");
-    expect_fail("idx:", FEDC_ERR_INVALID, NULL, NULL);
-    expect_fail("idx:a,b,c", FEDC_ERR_INVALID, "idx", NULL);
-    expect_fail("idx:/nonexistent-dir-fedc", FEDC_ERR_NOTFOUND, "nonexistent-dir-fedc", NULL);
-    expect_fail("synthetic-iid?bogus=1", FEDC_ERR_INVALID, "unknown option 'bogus'", NULL);
-    expect_fail("synthetic-iid?seed=x", FEDC_ERR_INVALID, "seed=x", NULL);
-    expect_fail("synthetic-iid?seed=1&seed=2", FEDC_ERR_INVALID, "twice", NULL);
-    expect_fail("synthetic:1", FEDC_ERR_INVALID, "ALPHA,BETA", NULL);
-    expect_fail("synthetic:a,1", FEDC_ERR_INVALID, "alpha", NULL);
+    tu_expect_load_fail("nonsense", FEDC_ERR_INVALID, "nonsense", "expected");
+    tu_expect_load_fail("idx:", FEDC_ERR_INVALID, NULL, NULL);
+    tu_expect_load_fail("idx:a,b,c", FEDC_ERR_INVALID, "idx", NULL);
+    tu_expect_load_fail("idx:/nonexistent-dir-fedc", FEDC_ERR_NOTFOUND, "nonexistent-dir-fedc",
+                        NULL);
+    tu_expect_load_fail("synthetic-iid?bogus=1", FEDC_ERR_INVALID, "unknown option 'bogus'", NULL);
+    tu_expect_load_fail("synthetic-iid?seed=x", FEDC_ERR_INVALID, "seed=x", NULL);
+    tu_expect_load_fail("synthetic-iid?seed=1&seed=2", FEDC_ERR_INVALID, "twice", NULL);
+    tu_expect_load_fail("synthetic:1", FEDC_ERR_INVALID, "ALPHA,BETA", NULL);
+    tu_expect_load_fail("synthetic:a,1", FEDC_ERR_INVALID, "alpha", NULL);
 }
 
 int main(void)

@@ -12,28 +12,6 @@
 
 static char *dir;
 
-static char *put(const char *name, const char *text)
-{
-    char *p = malloc(strlen(dir) + strlen(name) + 2);
-    assert_non_null(p);
-    sprintf(p, "%s/%s", dir, name);
-    tu_write_file(p, text, strlen(text));
-    return p;
-}
-
-static void expect_fail(const char *spec, fedc_status code, const char *n1, const char *n2)
-{
-    fedc_dataset *tr = (fedc_dataset *)1, *te = (fedc_dataset *)1;
-    fedc_err err;
-    fedc_err_clear(&err);
-    fedc_status st = fedc_data_load(spec, &tr, &te, &err);
-    if (st != code || (n1 && !strstr(err.msg, n1)) || (n2 && !strstr(err.msg, n2)))
-        fail_msg("spec %s: status %d (want %d), message '%s' (want '%s', '%s')", spec, st, code,
-                 err.msg, n1 ? n1 : "", n2 ? n2 : "");
-    assert_null(tr);
-    assert_null(te);
-}
-
 static const char *train_json =
     "{\"users\": [\"u1\", \"u2\"], \"num_samples\": [2, 1], \"user_data\": {"
     "\"u1\": {\"x\": [[0.1, 0.2, 0.3, 0.4], [1, 2, 3, 4]], \"y\": [3, 1]},"
@@ -46,7 +24,8 @@ static const char *test_json =
 static void test_numbers(void **state)
 {
     (void)state;
-    char *a = put("train.json", train_json), *b = put("test.json", test_json);
+    char *a = tu_put_file(dir, "train.json", train_json),
+         *b = tu_put_file(dir, "test.json", test_json);
     char spec[1024];
     snprintf(spec, sizeof spec, "leaf:%s,%s?shape=2,2", a, b);
     fedc_dataset *tr = NULL, *te = NULL;
@@ -106,7 +85,7 @@ static void test_numbers(void **state)
     size_t pos = (size_t)sprintf(big, "{\"users\": [\"w\"], \"user_data\": {\"w\": {\"x\": [[");
     for (int i = 0; i < 784; i++) pos += (size_t)sprintf(big + pos, i ? ",%d" : "%d", i % 2);
     sprintf(big + pos, "]], \"y\": [61]}}}");
-    char *c = put("femnist.json", big);
+    char *c = tu_put_file(dir, "femnist.json", big);
     free(big);
     snprintf(spec, sizeof spec, "leaf:%s?classes=62", c);
     assert_int_equal(fedc_data_load(spec, &tr, &te, &err), FEDC_OK);
@@ -133,13 +112,15 @@ static void test_text_and_directory(void **state)
     assert_int_equal(system(cmd), 0);
     char name[1024];
     snprintf(name, sizeof name, "shak/b.json");
-    char *f2 = put(name, "{\"users\": [\"B\"], \"num_samples\": [1], \"user_data\": "
-                         "{\"B\": {\"x\": [\"ab c}\"], \"y\": [\"\\n\"]}}}");
+    char *f2 = tu_put_file(dir, name,
+                           "{\"users\": [\"B\"], \"num_samples\": [1], \"user_data\": "
+                           "{\"B\": {\"x\": [\"ab c}\"], \"y\": [\"\\n\"]}}}");
     snprintf(name, sizeof name, "shak/a.json");
-    char *f1 = put(name, "{\"users\": [\"A\"], \"num_samples\": [2], \"user_data\": "
-                         "{\"A\": {\"x\": [\"To be\", \"or no\"], \"y\": [\"t\", \"}\"]}}}");
+    char *f1 = tu_put_file(dir, name,
+                           "{\"users\": [\"A\"], \"num_samples\": [2], \"user_data\": "
+                           "{\"A\": {\"x\": [\"To be\", \"or no\"], \"y\": [\"t\", \"}\"]}}}");
     snprintf(name, sizeof name, "shak/notes.txt");
-    char *f3 = put(name, "ignored");
+    char *f3 = tu_put_file(dir, name, "ignored");
     char spec[1024];
     snprintf(spec, sizeof spec, "leaf:%s", sub);
     fedc_dataset *tr = NULL;
@@ -164,10 +145,11 @@ static void test_text_and_directory(void **state)
     fedc_dataset_destroy(tr);
 
     /* a character outside the vocabulary: refused, or mapped with oov= */
-    char *f4 = put("oov.json", "{\"users\": [\"C\"], \"user_data\": "
-                               "{\"C\": {\"x\": [\"ab|cd\"], \"y\": [\"a\"]}}}");
+    char *f4 = tu_put_file(dir, "oov.json",
+                           "{\"users\": [\"C\"], \"user_data\": "
+                           "{\"C\": {\"x\": [\"ab|cd\"], \"y\": [\"a\"]}}}");
     snprintf(spec, sizeof spec, "leaf:%s", f4);
-    expect_fail(spec, FEDC_ERR_RANGE, "oov.json: user 'C' sample 0", "0x7c");
+    tu_expect_load_fail(spec, FEDC_ERR_RANGE, "oov.json: user 'C' sample 0", "0x7c");
     snprintf(spec, sizeof spec, "leaf:%s?oov=1", f4);
     assert_int_equal(fedc_data_load(spec, &tr, NULL, &err), FEDC_OK);
     assert_true(fedc_dataset_x(tr)[2] == 1.0f);
@@ -228,9 +210,9 @@ static void test_malformed(void **state)
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         char name[32];
         snprintf(name, sizeof name, "bad%zu.json", i);
-        char *p = put(name, cases[i].text);
+        char *p = tu_put_file(dir, name, cases[i].text);
         snprintf(spec, sizeof spec, "leaf:%s%s", p, cases[i].opts);
-        expect_fail(spec, cases[i].code, cases[i].n1, cases[i].n2);
+        tu_expect_load_fail(spec, cases[i].code, cases[i].n1, cases[i].n2);
         /* every message names the file */
         fedc_dataset *tr = NULL;
         fedc_err err;
@@ -240,58 +222,27 @@ static void test_malformed(void **state)
         free(p);
     }
     /* train and test of different sizes */
-    char *a = put("tr.json", train_json);
-    char *b = put("te.json", "{\"users\": [\"u1\"], \"user_data\": {\"u1\": {\"x\": [[1, 2]], "
-                             "\"y\": [0]}}}");
+    char *a = tu_put_file(dir, "tr.json", train_json);
+    char *b = tu_put_file(dir, "te.json",
+                          "{\"users\": [\"u1\"], \"user_data\": {\"u1\": {\"x\": [[1, 2]], "
+                          "\"y\": [0]}}}");
     snprintf(spec, sizeof spec, "leaf:%s,%s", a, b);
-    expect_fail(spec, FEDC_ERR_SHAPE, "te.json: user 'u1' sample 0", "2 values, expected 4");
+    tu_expect_load_fail(spec, FEDC_ERR_SHAPE, "te.json: user 'u1' sample 0",
+                        "2 values, expected 4");
     snprintf(spec, sizeof spec, "leaf:%s/none.json", dir);
-    expect_fail(spec, FEDC_ERR_NOTFOUND, "none.json", NULL);
+    tu_expect_load_fail(spec, FEDC_ERR_NOTFOUND, "none.json", NULL);
     free(a);
     free(b);
 }
 
-/* Fails each allocation of fedc_data_load(spec) in turn: each must end in FEDC_ERR_NOMEM with
- * nothing leaked (curl's torture test). Returns the number of allocations tried. */
-static int torture_load(const char *spec)
-{
-    int failures = 0;
-    for (uint64_t k = 1; k < 2000; k++) {
-        fedc_alloc_stats s0, s1;
-        fedc_alloc_get_stats(&s0);
-        fedc_alloc_fail_after(k, 0);
-        fedc_dataset *tr = NULL, *te = NULL;
-        fedc_err err;
-        fedc_err_clear(&err);
-        fedc_status st = fedc_data_load(spec, &tr, &te, &err);
-        fedc_alloc_fail_after(0, 0);
-        fedc_alloc_get_stats(&s1);
-        int injected = s1.failures > s0.failures;
-        if (st == FEDC_OK) {
-            fedc_dataset_destroy(tr);
-            fedc_dataset_destroy(te);
-        } else {
-            failures++;
-            if (st != FEDC_ERR_NOMEM) fail_msg("allocation %llu: %s", (unsigned long long)k, err.msg);
-            assert_null(tr);
-            assert_null(te);
-        }
-        fedc_alloc_get_stats(&s1);
-        if (s1.current_bytes != s0.current_bytes)
-            fail_msg("allocation %llu failing: %lld bytes leaked", (unsigned long long)k,
-                     (long long)(s1.current_bytes - s0.current_bytes));
-        if (!injected) break;
-    }
-    return failures;
-}
-
+/* Each allocation of the load failing in turn: FEDC_ERR_NOMEM, nothing leaked. */
 static void test_alloc_failures(void **state)
 {
     (void)state;
-    char *a = put("ta.json", train_json), *b = put("tb.json", test_json);
+    char *a = tu_put_file(dir, "ta.json", train_json), *b = tu_put_file(dir, "tb.json", test_json);
     char spec[1024];
     snprintf(spec, sizeof spec, "leaf:%s,%s", a, b);
-    assert_true(torture_load(spec) > 8);
+    assert_true(tu_alloc_torture_load(spec) > 8);
     free(a);
     free(b);
 }

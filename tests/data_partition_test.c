@@ -404,40 +404,33 @@ static void test_svg(void **state)
     fedc_dataset_destroy(ds);
 }
 
+typedef struct partition_case {
+    const fedc_dataset *ds;
+    fedc_partition_opts opts;
+} partition_case;
+
+static fedc_status partition_op(void *ctx, fedc_err *err)
+{
+    const partition_case *pc = ctx;
+    fedc_partition *p = NULL;
+    fedc_status st = fedc_partition_create(pc->ds, &pc->opts, &p, err);
+    if (st != FEDC_OK) assert_null(p);
+    fedc_partition_destroy(p);
+    return st;
+}
+
 /* Each allocation of fedc_partition_create failing in turn: NOMEM, nothing leaked. */
 static void test_alloc_failures(void **state)
 {
     (void)state;
     fedc_dataset *ds = make(300, 5, 12);
     for (int scheme = 0; scheme < FEDC_PARTITION_SCHEME_COUNT_; scheme++) {
-        fedc_partition_opts o;
-        fedc_partition_opts_init(&o);
-        o.scheme = (fedc_partition_scheme)scheme;
-        o.num_clients = 6;
-        o.min_size = 5;
-        int failures = 0;
-        for (uint64_t k = 1; k < 100; k++) {
-            fedc_alloc_stats s0, s1;
-            fedc_alloc_get_stats(&s0);
-            fedc_alloc_fail_after(k, 0);
-            fedc_partition *p = NULL;
-            fedc_err err;
-            fedc_status st = fedc_partition_create(ds, &o, &p, &err);
-            fedc_alloc_fail_after(0, 0);
-            fedc_alloc_get_stats(&s1);
-            int injected = s1.failures > s0.failures;
-            if (st == FEDC_OK) {
-                fedc_partition_destroy(p);
-            } else {
-                failures++;
-                assert_int_equal(st, FEDC_ERR_NOMEM);
-                assert_null(p);
-            }
-            fedc_alloc_get_stats(&s1);
-            assert_int_equal(s1.current_bytes, s0.current_bytes);
-            if (!injected) break;
-        }
-        assert_true(failures >= 4);
+        partition_case pc = {ds, {0}};
+        fedc_partition_opts_init(&pc.opts);
+        pc.opts.scheme = (fedc_partition_scheme)scheme;
+        pc.opts.num_clients = 6;
+        pc.opts.min_size = 5;
+        assert_true(tu_alloc_torture(partition_op, &pc, 100) >= 4);
     }
     fedc_dataset_destroy(ds);
 }

@@ -161,45 +161,12 @@ static void test_heterogeneity(void **state)
     }
 }
 
-/* Fails each allocation of fedc_data_load(spec) in turn: each must end in FEDC_ERR_NOMEM with
- * nothing leaked (curl's torture test). Returns the number of allocations tried. */
-static int torture_load(const char *spec)
-{
-    int failures = 0;
-    for (uint64_t k = 1; k < 2000; k++) {
-        fedc_alloc_stats s0, s1;
-        fedc_alloc_get_stats(&s0);
-        fedc_alloc_fail_after(k, 0);
-        fedc_dataset *tr = NULL, *te = NULL;
-        fedc_err err;
-        fedc_err_clear(&err);
-        fedc_status st = fedc_data_load(spec, &tr, &te, &err);
-        fedc_alloc_fail_after(0, 0);
-        fedc_alloc_get_stats(&s1);
-        int injected = s1.failures > s0.failures;
-        if (st == FEDC_OK) {
-            fedc_dataset_destroy(tr);
-            fedc_dataset_destroy(te);
-        } else {
-            failures++;
-            if (st != FEDC_ERR_NOMEM) fail_msg("allocation %llu: %s", (unsigned long long)k, err.msg);
-            assert_null(tr);
-            assert_null(te);
-        }
-        fedc_alloc_get_stats(&s1);
-        if (s1.current_bytes != s0.current_bytes)
-            fail_msg("allocation %llu failing: %lld bytes leaked", (unsigned long long)k,
-                     (long long)(s1.current_bytes - s0.current_bytes));
-        if (!injected) break;
-    }
-    return failures;
-}
-
+/* Each allocation of the load failing in turn: FEDC_ERR_NOMEM, nothing leaked. */
 static void test_alloc_failures(void **state)
 {
     (void)state;
-    assert_true(torture_load("synthetic:1,1?users=3") > 5);
-    assert_true(torture_load("synthetic-iid?users=2&limit=10") > 5);
+    assert_true(tu_alloc_torture_load("synthetic:1,1?users=3") > 5);
+    assert_true(tu_alloc_torture_load("synthetic-iid?users=2&limit=10") > 5);
 }
 
 int main(void)

@@ -5,6 +5,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "fedc/alloc.h"
+#include "fedc/data.h"
+
 char *tu_tempdir(const char *tag)
 {
     const char *base = getenv("TMPDIR");
@@ -50,4 +53,73 @@ const char *tu_src_dir(void)
 {
     const char *s = getenv("FEDC_SRC");
     return s && *s ? s : ".";
+}
+
+char *tu_put_file(const char *dir, const char *name, const char *text)
+{
+    char *p = malloc(strlen(dir) + strlen(name) + 2);
+    assert_non_null(p);
+    sprintf(p, "%s/%s", dir, name);
+    tu_write_file(p, text, strlen(text));
+    return p;
+}
+
+void tu_expect_load_fail(const char *spec, fedc_status code, const char *n1, const char *n2)
+{
+    fedc_dataset *tr = (fedc_dataset *)1, *te = (fedc_dataset *)1;
+    fedc_err err;
+    fedc_err_clear(&err);
+    fedc_status st = fedc_data_load(spec, &tr, &te, &err);
+    if (st != code || (n1 && !strstr(err.msg, n1)) || (n2 && !strstr(err.msg, n2)))
+        fail_msg("spec %s: status %d (want %d), message '%s' (want '%s', '%s')", spec, st, code,
+                 err.msg, n1 ? n1 : "", n2 ? n2 : "");
+    assert_null(tr);
+    assert_null(te);
+}
+
+int tu_alloc_torture(tu_alloc_op op, void *ctx, uint64_t max_k)
+{
+    int failures = 0;
+    for (uint64_t k = 1; k < max_k; k++) {
+        fedc_alloc_stats s0, s1;
+        fedc_alloc_get_stats(&s0);
+        fedc_alloc_fail_after(k, 0);
+        fedc_err err;
+        fedc_err_clear(&err);
+        fedc_status st = op(ctx, &err);
+        fedc_alloc_fail_after(0, 0);
+        fedc_alloc_get_stats(&s1);
+        int injected = s1.failures > s0.failures;
+        if (st != FEDC_OK) {
+            failures++;
+            if (st != FEDC_ERR_NOMEM)
+                fail_msg("allocation %llu failing: status %d, not FEDC_ERR_NOMEM: %s",
+                         (unsigned long long)k, (int)st, err.msg);
+        }
+        if (s1.current_bytes != s0.current_bytes)
+            fail_msg("allocation %llu failing: status %d (%s), %lld bytes leaked",
+                     (unsigned long long)k, (int)st, err.msg,
+                     (long long)(s1.current_bytes - s0.current_bytes));
+        if (!injected) break; /* k is past the last allocation */
+    }
+    return failures;
+}
+
+static fedc_status load_op(void *ctx, fedc_err *err)
+{
+    fedc_dataset *tr = NULL, *te = NULL;
+    fedc_status st = fedc_data_load(ctx, &tr, &te, err);
+    if (st == FEDC_OK) {
+        fedc_dataset_destroy(tr);
+        fedc_dataset_destroy(te);
+    } else {
+        assert_null(tr);
+        assert_null(te);
+    }
+    return st;
+}
+
+int tu_alloc_torture_load(const char *spec)
+{
+    return tu_alloc_torture(load_op, (void *)spec, 2000);
 }

@@ -8,6 +8,8 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include "fedc/status.h"
+
 /* A fresh empty directory under $TMPDIR (or /tmp) for this test; removed by tu_rmtree. */
 char *tu_tempdir(const char *tag);
 /* rm -rf path (and frees nothing). */
@@ -18,6 +20,23 @@ void tu_write_file(const char *path, const void *data, size_t n);
 char *tu_read_file(const char *path, size_t *n);
 /* $FEDC_SRC or "." */
 const char *tu_src_dir(void);
+
+/* Writes text to dir/name; returns the path (free()). */
+char *tu_put_file(const char *dir, const char *name, const char *text);
+/* fedc_data_load(spec) must fail with `code`, a message containing each needle (NULL: any),
+ * and both datasets NULL. */
+void tu_expect_load_fail(const char *spec, fedc_status code, const char *n1, const char *n2);
+
+/* Allocation-failure torture (curl's torture test): runs op(ctx, &err) with its k-th fedc
+ * allocation failing, for k = 1, 2, ... until a run in which no allocation failed (k is past
+ * the last one) or k = max_k. A run that fails must return FEDC_ERR_NOMEM (the test fails
+ * with op's message otherwise), and no run may change fedc's allocated bytes: op frees what it
+ * built when it succeeds, and checks its outputs are NULL when it fails. Returns the number of
+ * runs that failed (callers assert it is more than a few: the loop reached the allocations). */
+typedef fedc_status (*tu_alloc_op)(void *ctx, fedc_err *err);
+int tu_alloc_torture(tu_alloc_op op, void *ctx, uint64_t max_k);
+/* tu_alloc_torture over fedc_data_load(spec): on failure both datasets are NULL. */
+int tu_alloc_torture_load(const char *spec);
 
 /* Asserts |a - b| <= atol + rtol * |b|, printing both on failure. */
 #define assert_close(a, b, rtol, atol)                                                         \

@@ -175,7 +175,8 @@ typedef struct fedc_partition_opts {
     uint64_t seed;              /* run seed: streams FEDC_RNG_PARTITION and FEDC_RNG_SPLIT */
     double test_fraction;       /* [0, 1): share of each client's samples held out (0.1) */
     double alpha;               /* DIRICHLET: concentration > 0 (0.5) */
-    size_t min_size;            /* DIRICHLET, QUANTITY: minimum TRAINING samples per client (10) */
+    size_t min_size;            /* DIRICHLET, QUANTITY: minimum TRAINING samples per client (10);
+                                 * 0 allows empty clients (the engine skips them: docs/DATA.md) */
     uint32_t max_attempts;      /* DIRICHLET: draws before giving up on min_size (100) */
     uint32_t shards_per_client; /* SHARDS: (2) */
     double sigma;               /* QUANTITY: sizes ~ LogNormal(0, sigma) (1.0) */

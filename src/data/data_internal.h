@@ -39,6 +39,14 @@ fedc_status fedci_dataset_set_name(fedc_dataset *ds, const char *name, fedc_err 
  * FEDC_ERR_NOMEM. */
 fedc_status fedci_read_file(const char *path, size_t max_bytes, char **buf, size_t *len,
                             fedc_err *err);
+/* The entries of directory dir that keep(name, ctx) accepts (names starting with '.' are
+ * skipped), sorted by strcmp, as fedc_malloc'd strings: "dir/name" with with_dir, else the bare
+ * name. *names is NULL when none. Free with fedci_free_names. Errors name dir:
+ * FEDC_ERR_NOTFOUND (no such directory), FEDC_ERR_IO, FEDC_ERR_NOMEM. */
+fedc_status fedci_list_dir(const char *dir, int (*keep)(const char *name, const void *ctx),
+                           const void *ctx, int with_dir, char ***names, size_t *n,
+                           fedc_err *err);
+void fedci_free_names(char **names, size_t n);
 
 /* The `?key=value&...` options of a spec. Every getter marks its key used; fedci_opts_check
  * then reports keys nobody asked for (typos). */

@@ -4,7 +4,6 @@
  * Images of unsigned bytes are scaled to [0, 1]; other types are read as they are. Reading
  * streams through zlib into the dataset's float array: no second copy of the file in memory.
  */
-#include <dirent.h>
 #include <errno.h>
 #include <float.h>
 #include <limits.h>
@@ -357,11 +356,6 @@ fedc_status fedci_load_idx(const char *train_img, const char *train_lbl, const c
 
 /* ---- finding the files in a directory ---------------------------------------------------- */
 
-static int name_cmp(const void *a, const void *b)
-{
-    return strcmp(*(char *const *)a, *(char *const *)b);
-}
-
 /* The role of a file name: 0 train images, 1 train labels, 2 test images, 3 test labels. */
 static int role_of(const char *name)
 {
@@ -371,6 +365,12 @@ static int role_of(const char *name)
     if (strstr(name, "t10k-images") || strstr(name, "test-images")) return 2;
     if (strstr(name, "t10k-labels") || strstr(name, "test-labels")) return 3;
     return -1;
+}
+
+/* An IDX file of some role, starting with the prefix (may be NULL). */
+static int idx_name_ok(const char *name, const void *prefix)
+{
+    return role_of(name) >= 0 && (!prefix || strncmp(name, prefix, strlen(prefix)) == 0);
 }
 
 static int same_stem(const char *a, const char *b)
@@ -387,33 +387,10 @@ fedc_status fedci_find_idx_files(const char *dir, const char *prefix, char *path
     static const char *const role_name[4] = {"train-images", "train-labels", "t10k-images",
                                              "t10k-labels"};
     for (int i = 0; i < 4; i++) paths[i] = NULL;
-    DIR *d = opendir(dir);
-    if (!d)
-        return fedc_err_set(err, errno == ENOENT ? FEDC_ERR_NOTFOUND : FEDC_ERR_IO, "%s: %s", dir,
-                            strerror(errno));
-    size_t cap = 0, n = 0;
     char **names = NULL;
+    size_t n = 0;
+    FEDC_TRY(fedci_list_dir(dir, idx_name_ok, prefix, 0, &names, &n, err));
     fedc_status st = FEDC_OK;
-    struct dirent *e;
-    while (st == FEDC_OK && (e = readdir(d)) != NULL) {
-        if (e->d_name[0] == '.' || role_of(e->d_name) < 0) continue;
-        if (prefix && strncmp(e->d_name, prefix, strlen(prefix)) != 0) continue;
-        if (n == cap) {
-            size_t ncap = cap ? 2 * cap : 16;
-            char **nn = fedc_realloc(names, ncap * sizeof *nn);
-            if (!nn) {
-                st = fedc_err_set(err, FEDC_ERR_NOMEM, "out of memory");
-                break;
-            }
-            names = nn;
-            cap = ncap;
-        }
-        names[n] = fedc_strdup(e->d_name);
-        if (!names[n]) st = fedc_err_set(err, FEDC_ERR_NOMEM, "out of memory");
-        else n++;
-    }
-    closedir(d);
-    if (st == FEDC_OK && n) qsort(names, n, sizeof *names, name_cmp);
     const char *pick[4] = {0};
     for (size_t i = 0; st == FEDC_OK && i < n; i++) {
         int role = role_of(names[i]);
@@ -449,7 +426,6 @@ fedc_status fedci_find_idx_files(const char *dir, const char *prefix, char *path
             fedc_free(paths[i]);
             paths[i] = NULL;
         }
-    for (size_t i = 0; i < n; i++) fedc_free(names[i]);
-    fedc_free(names);
+    fedci_free_names(names, n);
     return st;
 }

@@ -6,7 +6,6 @@
  * dataset's user ids, so the natural partition gives one client per writer or speaker.
  * A path may be a directory: its *.json files are read in name order (LEAF writes several).
  */
-#include <dirent.h>
 #include <errno.h>
 #include <float.h>
 #include <math.h>
@@ -55,15 +54,16 @@ static void set_fini(leaf_set *s)
     memset(s, 0, sizeof *s);
 }
 
-static int cmp_str(const void *a, const void *b)
-{
-    return strcmp(*(char *const *)a, *(char *const *)b);
-}
-
 static int has_suffix(const char *s, const char *suf)
 {
     size_t n = strlen(s), m = strlen(suf);
     return n >= m && strcmp(s + n - m, suf) == 0;
+}
+
+static int is_json(const char *name, const void *ctx)
+{
+    (void)ctx;
+    return has_suffix(name, ".json") || has_suffix(name, ".json.gz");
 }
 
 /* The files a path names: itself, or a directory's *.json[.gz] in name order. */
@@ -76,7 +76,7 @@ static fedc_status list_files(const char *path, char ***out, size_t *count, fedc
         return fedc_err_set(err, errno == ENOENT ? FEDC_ERR_NOTFOUND : FEDC_ERR_IO, "%s: %s", path,
                             strerror(errno));
     char **names = NULL;
-    size_t n = 0, cap = 0;
+    size_t n = 0;
     if (!S_ISDIR(sb.st_mode)) {
         names = fedc_malloc(sizeof *names);
         if (!names || !(names[0] = fedc_strdup(path))) {
@@ -87,39 +87,8 @@ static fedc_status list_files(const char *path, char ***out, size_t *count, fedc
         *count = 1;
         return FEDC_OK;
     }
-    DIR *d = opendir(path);
-    if (!d) return fedc_err_set(err, FEDC_ERR_IO, "%s: %s", path, strerror(errno));
-    fedc_status st = FEDC_OK;
-    struct dirent *e;
-    while (st == FEDC_OK && (e = readdir(d)) != NULL) {
-        if (e->d_name[0] == '.' || !(has_suffix(e->d_name, ".json") || has_suffix(e->d_name, ".json.gz")))
-            continue;
-        if (n == cap) {
-            size_t ncap = cap ? 2 * cap : 16;
-            char **nn = fedc_realloc(names, ncap * sizeof *nn);
-            if (!nn) {
-                st = fedc_err_set(err, FEDC_ERR_NOMEM, "out of memory");
-                break;
-            }
-            names = nn;
-            cap = ncap;
-        }
-        size_t len = strlen(path) + strlen(e->d_name) + 2;
-        names[n] = fedc_malloc(len);
-        if (!names[n]) {
-            st = fedc_err_set(err, FEDC_ERR_NOMEM, "out of memory");
-            break;
-        }
-        snprintf(names[n++], len, "%s/%s", path, e->d_name);
-    }
-    closedir(d);
-    if (st == FEDC_OK && n == 0) st = fedc_err_set(err, FEDC_ERR_NOTFOUND, "%s: no *.json files", path);
-    if (st != FEDC_OK) {
-        for (size_t i = 0; i < n; i++) fedc_free(names[i]);
-        fedc_free(names);
-        return st;
-    }
-    qsort(names, n, sizeof *names, cmp_str);
+    FEDC_TRY(fedci_list_dir(path, is_json, NULL, 1, &names, &n, err));
+    if (n == 0) return fedc_err_set(err, FEDC_ERR_NOTFOUND, "%s: no *.json files", path);
     *out = names;
     *count = n;
     return FEDC_OK;

@@ -7,7 +7,8 @@
  * - dirichlet (Hsu, Qi, Brown 2019; the NIID-Bench and Flower Datasets form): for each class in
  *   turn, its samples in random order are cut among the clients by proportions drawn from
  *   Dirichlet(alpha, ..., alpha); the whole draw is repeated until every client has at least
- *   min_size training samples (at most max_attempts draws).
+ *   min_size training samples (at most max_attempts draws). With min_size 0 the first draw
+ *   stands, and clients may be empty (many clients, small alpha).
  * - shards (McMahan et al. 2017): a random permutation stably sorted by label, cut into
  *   num_clients * shards_per_client near-equal shards; each client gets shards_per_client
  *   shards chosen at random.
@@ -263,7 +264,7 @@ static fedc_status scheme_dirichlet(const fedc_dataset *ds, const fedc_partition
         smallest = sizes[0];
         for (uint32_t c = 1; c < k; c++)
             if (sizes[c] < smallest) smallest = sizes[c];
-        if (smallest >= need && smallest > 0) break;
+        if (smallest >= need) break; /* min_size 0: clients may be empty */
     }
     fedc_free(starts);
     fedc_free(alpha);

@@ -1,11 +1,14 @@
 /*
  * fedc_data_load: parses a dataset spec ("csv:train.csv,test.csv?label=-1&standardize=1"),
  * dispatches to a loader and applies the options every kind shares (limit, test_limit,
- * standardize). Also the spec's option list and the whole-file reader the text loaders use.
+ * standardize). Also the spec's option list, the whole-file reader the text loaders use and
+ * the directory lister of the IDX and LEAF loaders.
  */
 #include <assert.h>
+#include <dirent.h>
 #include <errno.h>
 #include <limits.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -157,6 +160,61 @@ fedc_status fedci_opts_check(const fedci_opts *o, fedc_err *err)
 }
 
 /* ---- files ------------------------------------------------------------------------------ */
+
+static int cmp_names(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+void fedci_free_names(char **names, size_t n)
+{
+    for (size_t i = 0; names && i < n; i++) fedc_free(names[i]);
+    fedc_free(names);
+}
+
+fedc_status fedci_list_dir(const char *dir, int (*keep)(const char *name, const void *ctx),
+                           const void *ctx, int with_dir, char ***names, size_t *count,
+                           fedc_err *err)
+{
+    *names = NULL;
+    *count = 0;
+    DIR *d = opendir(dir);
+    if (!d)
+        return fedc_err_set(err, errno == ENOENT ? FEDC_ERR_NOTFOUND : FEDC_ERR_IO, "%s: %s", dir,
+                            strerror(errno));
+    char **v = NULL;
+    size_t n = 0, cap = 0;
+    fedc_status st = FEDC_OK;
+    struct dirent *e;
+    while (st == FEDC_OK && (e = readdir(d)) != NULL) {
+        if (e->d_name[0] == '.' || !keep(e->d_name, ctx)) continue;
+        if (n == cap) {
+            size_t ncap = cap ? 2 * cap : 16;
+            char **nv = fedc_realloc(v, ncap * sizeof *nv);
+            if (!nv) {
+                st = fedc_err_set(err, FEDC_ERR_NOMEM, "out of memory listing %s", dir);
+                break;
+            }
+            v = nv;
+            cap = ncap;
+        }
+        size_t len = (with_dir ? strlen(dir) + 1 : 0) + strlen(e->d_name) + 1;
+        if (!(v[n] = fedc_malloc(len))) {
+            st = fedc_err_set(err, FEDC_ERR_NOMEM, "out of memory listing %s", dir);
+            break;
+        }
+        snprintf(v[n++], len, "%s%s%s", with_dir ? dir : "", with_dir ? "/" : "", e->d_name);
+    }
+    closedir(d);
+    if (st != FEDC_OK) {
+        fedci_free_names(v, n);
+        return st;
+    }
+    if (n) qsort(v, n, sizeof *v, cmp_names);
+    *names = v;
+    *count = n;
+    return FEDC_OK;
+}
 
 fedc_status fedci_read_file(const char *path, size_t max_bytes, char **buf, size_t *len,
                             fedc_err *err)
