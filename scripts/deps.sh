@@ -10,8 +10,10 @@ PACKAGES=(
   build-essential cmake pkg-config
   libopenblas-dev
   libsodium-dev
+  nettle-dev
   libmicrohttpd-dev
   libcurl4-openssl-dev
+  libssl-dev
   libprotobuf-c-dev protobuf-c-compiler
   libsqlite3-dev
   libjansson-dev

@@ -40,3 +40,74 @@ finish() {
   echo "$TESTS_PASSED passed, $TESTS_FAILED failed"
   [[ $TESTS_FAILED == 0 ]]
 }
+
+# ---- federations on loopback (net_*_test.sh): processes, waits, a test CA, keys ----
+# Tests that start processes add their pids to PIDS and `trap fed_cleanup EXIT`.
+PIDS=()
+fed_cleanup() {
+  for p in "${PIDS[@]}"; do kill -CONT "$p" 2>/dev/null; kill -9 "$p" 2>/dev/null; done
+  wait 2>/dev/null
+  rm -rf "$TMP"
+}
+# wait_for FILE REGEX SECONDS: until a line of FILE matches.
+wait_for() {
+  local f=$1 re=$2 t=$(( $3 * 10 ))
+  for ((i = 0; i < t; i++)); do
+    grep -Eq -- "$re" "$f" 2>/dev/null && return 0
+    sleep 0.1
+  done
+  return 1
+}
+# wait_exit PID SECONDS: waits for PID to end; sets EXIT_CODE (124 on timeout).
+wait_exit() {
+  local p=$1 t=$(( $2 * 10 ))
+  for ((i = 0; i < t; i++)); do
+    if ! kill -0 "$p" 2>/dev/null; then wait "$p"; EXIT_CODE=$?; return 0; fi
+    sleep 0.1
+  done
+  EXIT_CODE=124
+  return 1
+}
+kill9() { kill -9 "$1" 2>/dev/null; wait "$1" 2>/dev/null; }
+port_of() { grep -o '"port":[0-9]*' "$1" | head -1 | cut -d: -f2; }
+same() { [[ -n "$1" && "$1" == "$2" ]]; }  # non-empty and equal
+sha_of() { grep -o '"model_sha256":"[0-9a-f]*"' "$1" | tail -1 | cut -d'"' -f4; }
+
+# make_test_ca: ca.pem (+ ca.key) and a server certificate srv.pem / srv.key for 127.0.0.1
+# and localhost, in the current directory.
+make_test_ca() {
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout ca.key \
+    -out ca.pem -days 2 -subj "/CN=fedc test CA" >/dev/null 2>&1
+  openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout srv.key \
+    -out srv.csr -subj "/CN=localhost" >/dev/null 2>&1
+  printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n' >ext.cnf
+  openssl x509 -req -in srv.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out srv.pem -days 2 \
+    -extfile ext.cnf >/dev/null 2>&1
+}
+# make_keys N: client keys k0.key .. k(N-1).key with their public keys in k0.pub ...
+make_keys() {
+  local i
+  for ((i = 0; i < $1; i++)); do
+    [[ -e "k$i.key" ]] || "$FEDC" keygen --out "k$i.key" >"k$i.pub" 2>/dev/null
+  done
+}
+# start_server NAME CONFIG STATE_DIR [ARGS...]: `fedc server --json` on 127.0.0.1 (a free
+# port) with stdout NAME.out, stderr NAME.err; waits until it listens. Sets SRV (pid) and URL
+# (https:// when ARGS has --tls-cert). Returns 1 when it did not start within 15 s.
+start_server() {
+  local name=$1 cfg=$2 state=$3; shift 3
+  "$FEDC" server "$cfg" --listen 127.0.0.1:0 --state "$state" --json "$@" \
+    >"$name.out" 2>"$name.err" &
+  SRV=$!; PIDS+=("$SRV")
+  wait_for "$name.out" '"listening"' 15 || return 1
+  local scheme=http
+  grep -q '"listening":"https://' "$name.out" && scheme=https
+  URL="$scheme://127.0.0.1:$(port_of "$name.out")"
+}
+# start_client NAME KEY CONFIG [ARGS...]: `fedc client --server $URL` in the background with
+# stdout NAME.out, stderr NAME.err. Sets CLIENT (pid).
+start_client() {
+  local name=$1 key=$2 cfg=$3; shift 3
+  "$FEDC" client --server "$URL" --key "$key" --config "$cfg" "$@" >"$name.out" 2>"$name.err" &
+  CLIENT=$!; PIDS+=("$CLIENT")
+}

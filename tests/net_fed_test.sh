@@ -6,47 +6,12 @@
 set -u
 . "$FEDC_SRC/tests/lib.sh"
 
-PIDS=()
-cleanup() {
-  for p in "${PIDS[@]}"; do kill -CONT "$p" 2>/dev/null; kill -9 "$p" 2>/dev/null; done
-  wait 2>/dev/null
-  rm -rf "$TMP"
-}
-trap cleanup EXIT
-
-# wait_for FILE REGEX SECONDS: until a line of FILE matches.
-wait_for() {
-  local f=$1 re=$2 t=$(( $3 * 10 ))
-  for ((i = 0; i < t; i++)); do
-    grep -Eq -- "$re" "$f" 2>/dev/null && return 0
-    sleep 0.1
-  done
-  return 1
-}
-# wait_exit PID SECONDS: waits for PID to end; sets EXIT_CODE (124 on timeout).
-wait_exit() {
-  local p=$1 t=$(( $2 * 10 ))
-  for ((i = 0; i < t; i++)); do
-    if ! kill -0 "$p" 2>/dev/null; then wait "$p"; EXIT_CODE=$?; return 0; fi
-    sleep 0.1
-  done
-  EXIT_CODE=124
-  return 1
-}
-kill9() { kill -9 "$1" 2>/dev/null; wait "$1" 2>/dev/null; }
-port_of() { grep -o '"port":[0-9]*' "$1" | head -1 | cut -d: -f2; }
-same() { [[ -n "$1" && "$1" == "$2" ]]; }  # non-empty and equal
-sha_of() { grep -o '"model_sha256":"[0-9a-f]*"' "$1" | tail -1 | cut -d'"' -f4; }
+# (process, wait and CA helpers: tests/lib.sh)
+trap fed_cleanup EXIT
 
 # ---- a test CA and a server certificate for 127.0.0.1 / localhost ----
 cd "$TMP"
-openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout ca.key \
-  -out ca.pem -days 2 -subj "/CN=fedc test CA" >/dev/null 2>&1
-openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout srv.key \
-  -out srv.csr -subj "/CN=localhost" >/dev/null 2>&1
-printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n' >ext.cnf
-openssl x509 -req -in srv.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out srv.pem -days 2 \
-  -extfile ext.cnf >/dev/null 2>&1
+make_test_ca
 check "openssl made a CA and a server certificate" test -s srv.pem
 
 # ---- keys ----
@@ -94,13 +59,10 @@ SIM_SHA=$(sha_of sim.out)
 check "fedc sim gives a model hash" test -n "$SIM_SHA"
 
 # ---- 1. TLS, 5 clients, no dropouts: bit-identical to fedc sim ----
-"$FEDC" server run.ini --listen 127.0.0.1:0 --state st1 --tls-cert srv.pem --tls-key srv.key \
-  --allow-file allow5.txt --json >srv1.out 2>srv1.err &
-SRV=$!; PIDS+=("$SRV")
-wait_for srv1.out '"listening":"https://' 15
+start_server srv1 run.ini st1 --tls-cert srv.pem --tls-key srv.key --allow-file allow5.txt
 PORT=$(port_of srv1.out)
 check "server listens on a port ($PORT)" test -n "$PORT"
-URL="https://127.0.0.1:$PORT"
+check "with TLS it listens on https://" test "${URL%%:*}" = https
 
 # refusals while the server runs: no CA, an unknown key, a key file others can read
 expect_exit 1 "$FEDC" client --server "$URL" --key k0.key --config run.ini
@@ -167,11 +129,7 @@ retry_max = 0.3
 wait = 5
 INI
 cat k0.pub k1.pub k2.pub k3.pub k4.pub k5.pub >allow6.txt
-"$FEDC" server drop.ini --listen 127.0.0.1:0 --state st2 --allow-file allow6.txt --json \
-  --set run.log_level=info >srv2.out 2>srv2.err &
-SRV=$!; PIDS+=("$SRV")
-wait_for srv2.out '"listening"' 15
-URL="http://127.0.0.1:$(port_of srv2.out)"
+start_server srv2 drop.ini st2 --allow-file allow6.txt --set run.log_level=info
 CL=()
 for i in 0 1 2 3 4 5; do
   "$FEDC" client --server "$URL" --key "k$i.key" --config drop.ini --quiet >/dev/null 2>"c2_$i.err" &
@@ -210,11 +168,7 @@ for mode in local central; do
   printf '[dp]\nmode = %s\nseeded_noise = true\nnoise_multiplier = 0.5\nclip = 5\ndelta = 1e-3\n' \
     "$mode" >>"dp_$mode.ini"
   "$FEDC" sim "dp_$mode.ini" --json --threads 1 >"dpsim_$mode.out" 2>/dev/null
-  "$FEDC" server "dp_$mode.ini" --listen 127.0.0.1:0 --state "st_dp_$mode" --allow-file allow5.txt \
-    --json >"dpsrv_$mode.out" 2>"dpsrv_$mode.err" &
-  SRV=$!; PIDS+=("$SRV")
-  wait_for "dpsrv_$mode.out" '"listening"' 15
-  URL="http://127.0.0.1:$(port_of "dpsrv_$mode.out")"
+  start_server "dpsrv_$mode" "dp_$mode.ini" "st_dp_$mode" --allow-file allow5.txt
   for i in 0 1 2 3 4; do
     "$FEDC" client --server "$URL" --key "k$i.key" --config "dp_$mode.ini" --quiet >/dev/null 2>&1 &
     PIDS+=($!)

@@ -5,7 +5,7 @@
  * targets abort on a broken property; the sanitizer build catches memory errors and leaks.
  *
  * `net_fuzz_test --write-corpus DIR` regenerates the corpus (DIR/auth, DIR/message,
- * DIR/stream). */
+ * DIR/stream, DIR/secagg). Also the SecAgg+ parsers (tests/fuzz/secagg_fuzz.c). */
 #include "testutil.h"
 
 #include <dirent.h>
@@ -25,16 +25,21 @@
 #define FEDC_FUZZ_ENTRY net_fuzz_stream
 #include "fuzz/net_stream_fuzz.c"
 #undef FEDC_FUZZ_ENTRY
+#define FEDC_FUZZ_ENTRY net_fuzz_secagg
+#include "fuzz/secagg_fuzz.c"
+#undef FEDC_FUZZ_ENTRY
 
 typedef int (*fuzz_fn)(const uint8_t *, size_t);
 
 static const struct {
     const char *name;
     fuzz_fn fn;
+    int mutations; /* per seed */
 } targets[] = {
-    {"auth", net_fuzz_auth},
-    {"message", net_fuzz_message},
-    {"stream", net_fuzz_stream},
+    {"auth", net_fuzz_auth, 3000},
+    {"message", net_fuzz_message, 3000},
+    {"stream", net_fuzz_stream, 3000},
+    {"secagg", net_fuzz_secagg, 150}, /* each input runs a protocol round: fewer */
 };
 
 /* ---- the seeds ---- */
@@ -58,6 +63,14 @@ static void write_auth(const char *dir)
     char txt[FEDCI_AUTH_MAX];
     fedci_auth_format(&a, txt, sizeof txt);
     put(dir, "valid", txt, strlen(txt));
+    /* session mode: mac= instead of body= */
+    fedci_auth am;
+    fedci_auth_begin(k, 1700000000000ull, &am);
+    memset(am.mac, 0xa5, sizeof am.mac);
+    fedci_auth_finish_mac(k, "POST", "/v1/checkin", &am);
+    char mtxt[FEDCI_AUTH_MAX];
+    fedci_auth_format(&am, mtxt, sizeof mtxt);
+    put(dir, "valid_mac", mtxt, strlen(mtxt));
     char alt[FEDCI_AUTH_MAX + 32];
     char *ts = strstr(txt, ", ts="), *key = strstr(txt, "key=");
     snprintf(alt, sizeof alt, "fedc-ed25519 %s,%.*s", ts + 2, (int)(ts - key), key);
@@ -162,8 +175,40 @@ static void write_message(const char *dir)
     Fedc__V1__Error er = FEDC__V1__ERROR__INIT;
     er.message = "busy";
     er.retry_after_ms = 1000;
-    const ProtobufCMessage *msgs[] = {&cr.base, &resp.base, &ri.base,  &mh.base,
-                                      &ch.base, &rh.base,   &ack.base, &er.base};
+    uint8_t seed32[32] = {1, 2, 3}, pk[2][32] = {{4}, {5}}, sig[64] = {6}, nonce[16] = {7};
+    ProtobufCBinaryData keys[2] = {{32, pk[0]}, {32, pk[1]}};
+    Fedc__V1__KeySignature ks = FEDC__V1__KEY_SIGNATURE__INIT;
+    ks.ts = 1700000000000ull;
+    ks.nonce.data = nonce;
+    ks.nonce.len = sizeof nonce;
+    ks.signature.data = sig;
+    ks.signature.len = sizeof sig;
+    Fedc__V1__KeySignature *ksp[] = {&ks};
+    Fedc__V1__SecAggMessage sam = FEDC__V1__SEC_AGG_MESSAGE__INIT;
+    sam.stage = FEDC__V1__STAGE__STAGE_SECAGG_SHARE;
+    sam.body.data = seed32;
+    sam.body.len = sizeof seed32;
+    sam.n_signatures = 1;
+    sam.signatures = ksp;
+    Fedc__V1__SecAggTask sat = FEDC__V1__SEC_AGG_TASK__INIT;
+    sat.n = 2;
+    sat.k = 1;
+    sat.t = 1;
+    sat.bits = 32;
+    sat.len = 611;
+    sat.seed.data = seed32;
+    sat.seed.len = sizeof seed32;
+    sat.secagg_id = 1;
+    sat.clip = 1;
+    sat.levels = 1000;
+    sat.max_weight = 100;
+    sat.n_client_keys = 2;
+    sat.client_keys = keys;
+    sat.secagg_round = 3;
+    sat.stage_ms = 30000;
+    const ProtobufCMessage *msgs[] = {&cr.base,  &resp.base, &ri.base,  &mh.base,
+                                      &ch.base,  &rh.base,   &ack.base, &er.base,
+                                      &sam.base, &sat.base,  &ks.base};
     for (size_t i = 0; i < sizeof msgs / sizeof msgs[0]; i++) {
         b.len = 0;
         uint8_t sel = (uint8_t)i;
@@ -219,6 +264,77 @@ static void write_stream(const char *dir)
         fedci_buf_append(&b, pre, 2, NULL);
         assert_int_equal(fedci_vstream_encode(seeds[i].h, x, 300, 512, &b, NULL), FEDC_OK);
         put(dir, seeds[i].name, b.data, b.len);
+    }
+    fedci_buf_fini(&b);
+}
+
+/* SecAgg+ seeds: for each selector of secagg_fuzz.c, a message that parses. */
+static void write_secagg(const char *dir)
+{
+    fedci_buf b = {0};
+    uint8_t pre[2];
+    /* 0: POST bodies (keys; a masked input with its vector in two Chunks) */
+    Fedc__V1__SecAggMessage m = FEDC__V1__SEC_AGG_MESSAGE__INIT;
+    uint8_t hdr[16] = {'F', 'S', 'A', '1', 3, 0, 0, 0, 1, 0, 0, 0, 2, 0, 0, 0};
+    m.stage = FEDC__V1__STAGE__STAGE_SECAGG_MASKED;
+    m.body.data = hdr;
+    m.body.len = sizeof hdr;
+    pre[0] = 0;
+    pre[1] = 1;
+    fedci_buf_append(&b, pre, 2, NULL);
+    assert_int_equal(fedci_frame_append(&m.base, &b, NULL), FEDC_OK);
+    uint8_t v[4 * SAF_LEN] = {1, 0, 0, 0, 2, 0, 0, 0};
+    for (int c = 0; c < 2; c++) {
+        Fedc__V1__Chunk ch = FEDC__V1__CHUNK__INIT;
+        ch.offset = (uint64_t)c * 12;
+        ch.data.data = v + c * 12;
+        ch.data.len = 12;
+        assert_int_equal(fedci_frame_append(&ch.base, &b, NULL), FEDC_OK);
+    }
+    put(dir, "post_masked", b.data, b.len);
+    /* 1..4 and 5..7: the honest messages of a round */
+    saf_round r;
+    assert_int_equal(saf_setup(&r, 1), 0);
+    saf_free(&r);
+    for (int stage = 1; stage <= 4; stage++) {
+        /* what client 1 sends in `stage` (setup up to it, then client 1 answers) */
+        assert_int_equal(saf_setup(&r, stage), 0);
+        unsigned char *in = NULL, *out = NULL;
+        size_t il = 0, ol = 0;
+        uint32_t x[SAF_LEN] = {9, 8, 7, 6, 5, 4};
+        if (stage == 1) {
+            fedc_secagg_client_destroy(r.cl[1]);
+            fedc_secagg_params p;
+            saf_params(&p);
+            assert_int_equal(fedc_secagg_client_create(&p, 1, &r.cl[1], NULL), FEDC_OK);
+            assert_int_equal(fedc_secagg_client_advertise(r.cl[1], &out, &ol, NULL), FEDC_OK);
+        } else {
+            assert_int_equal(fedc_secagg_server_message(r.srv, 1, &in, &il, NULL), FEDC_OK);
+            /* the server's message is also the seed of the client-side selector 3 + stage */
+            b.len = 0;
+            pre[0] = (uint8_t)(3 + stage);
+            fedci_buf_append(&b, pre, 1, NULL);
+            fedci_buf_append(&b, in, il, NULL);
+            char name[32];
+            snprintf(name, sizeof name, "client_stage%d", stage - 1);
+            put(dir, name, b.data, b.len);
+            fedc_status st =
+                stage == 2   ? fedc_secagg_client_share(r.cl[1], in, il, &out, &ol, NULL)
+                : stage == 3 ? fedc_secagg_client_masked(r.cl[1], in, il, x, &out, &ol, NULL)
+                             : fedc_secagg_client_unmask(r.cl[1], in, il, &out, &ol, NULL);
+            assert_int_equal(st, FEDC_OK);
+        }
+        b.len = 0;
+        pre[0] = (uint8_t)stage;
+        pre[1] = 1; /* from client 1 */
+        fedci_buf_append(&b, pre, 2, NULL);
+        fedci_buf_append(&b, out, ol, NULL);
+        char name[32];
+        snprintf(name, sizeof name, "server_stage%d", stage);
+        put(dir, name, b.data, b.len);
+        fedc_free(in);
+        fedc_free(out);
+        saf_free(&r);
     }
     fedci_buf_fini(&b);
 }
@@ -297,9 +413,10 @@ static void test_corpus(void **state)
         for (size_t i = 0; i < n; i++) {
             targets[t].fn(seeds[i].data, seeds[i].n);
             /* every truncation, then random edits */
-            for (size_t cut = 0; cut < seeds[i].n && cut < 512; cut++)
+            for (size_t cut = 0; cut < seeds[i].n && cut < 512;
+                 cut += targets[t].mutations < 3000 ? 1 + seeds[i].n / 64 : 1)
                 targets[t].fn(seeds[i].data, cut);
-            mutate_and_run(targets[t].fn, &seeds[i], t * 100 + i, 3000);
+            mutate_and_run(targets[t].fn, &seeds[i], t * 100 + i, targets[t].mutations);
             free(seeds[i].data);
         }
     }
@@ -313,7 +430,7 @@ static void test_seeds_are_valid(void **state)
     snprintf(dir, sizeof dir, "%s/tests/fuzz/net_corpus/message", tu_src_dir());
     blob seeds[64];
     size_t n = load_dir(dir, seeds, 64);
-    assert_true(n >= 9);
+    assert_true(n >= 12);
     for (size_t i = 0; i < n; i++) {
         ProtobufCMessage *m = NULL;
         const ProtobufCMessageDescriptor *d =
@@ -324,6 +441,34 @@ static void test_seeds_are_valid(void **state)
         fedci_unpacked_free(m);
         free(seeds[i].data);
     }
+    /* the SecAgg seeds: the POST body parses; each server-stage message is taken */
+    snprintf(dir, sizeof dir, "%s/tests/fuzz/net_corpus/secagg", tu_src_dir());
+    n = load_dir(dir, seeds, 64);
+    assert_true(n >= 8);
+    int server_seeds = 0;
+    for (size_t i = 0; i < n; i++) {
+        const uint8_t *d = seeds[i].data;
+        if (d[0] == 0) {
+            Fedc__V1__SecAggMessage *m = NULL;
+            uint8_t *vec = NULL;
+            assert_int_equal(fedci_secagg_parse_post(d + 2, seeds[i].n - 2, 4096, 16,
+                                                     16 + 4 * SAF_LEN, &m, &vec, NULL),
+                             FEDC_OK);
+            assert_non_null(vec);
+            fedci_unpacked_free(&m->base);
+            fedc_free(vec);
+        } else if (d[0] >= 1 && d[0] <= 4) {
+            saf_round r;
+            assert_int_equal(saf_setup(&r, d[0]), 0);
+            assert_int_equal(fedc_secagg_server_recv(r.srv, d[1] % SAF_N, d + 2, seeds[i].n - 2,
+                                                     NULL),
+                             FEDC_OK);
+            saf_free(&r);
+            server_seeds++;
+        }
+        free(seeds[i].data);
+    }
+    assert_int_equal(server_seeds, 4);
     snprintf(dir, sizeof dir, "%s/tests/fuzz/net_corpus/auth/valid", tu_src_dir());
     size_t len;
     char *txt = tu_read_file(dir, &len);
@@ -338,14 +483,15 @@ int main(int argc, char **argv)
 {
     if (argc == 3 && strcmp(argv[1], "--write-corpus") == 0) {
         char d[8192];
-        const char *sub[] = {"auth", "message", "stream"};
-        for (int i = 0; i < 3; i++) {
+        const char *sub[] = {"auth", "message", "stream", "secagg"};
+        for (int i = 0; i < 4; i++) {
             snprintf(d, sizeof d, "%s/%s", argv[2], sub[i]);
             mkdir(argv[2], 0755);
             mkdir(d, 0755);
             if (i == 0) write_auth(d);
             if (i == 1) write_message(d);
             if (i == 2) write_stream(d);
+            if (i == 3) write_secagg(d);
         }
         return 0;
     }

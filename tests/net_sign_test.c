@@ -1,7 +1,9 @@
 /*
  * Identities and request signing (src/net/sign.c): key files (mode, format, corruption), the
  * Authorization header's format and its strict parser, signatures bound to method, path,
- * timestamp, nonce and body, and the body hash (BLAKE2b-256, one-shot = streamed).
+ * timestamp, nonce and body, and the body hash (BLAKE2b-256, one-shot = streamed); session
+ * mode: key agreement, the per-request Poly1305 MAC and its signature; the MAC's two
+ * implementations (OpenSSL's, libsodium's) against a reference, for many lengths and splits.
  */
 #include "testutil.h"
 
@@ -197,6 +199,213 @@ static void test_body_hash(void **state)
     assert_string_equal(hex, "0e5751c026e543b2e8ab2eb06099daa1d1e5df47778f7787faab45cdf12fe3a8");
 }
 
+/* Session mode: both ends derive the same key; a tag binds body, key and nonce; the signature
+ * binds the tag and does not verify in the other mode; the header round-trips. */
+static void test_session_mac(void **state)
+{
+    (void)state;
+    fedc_key *k, *other;
+    assert_int_equal(fedc_key_generate(&k, NULL), FEDC_OK);
+    assert_int_equal(fedc_key_generate(&other, NULL), FEDC_OK);
+    uint8_t spk[FEDCI_KX_BYTES], ssk[FEDCI_KX_BYTES], spk2[FEDCI_KX_BYTES], ssk2[FEDCI_KX_BYTES];
+    fedci_kx_keypair(spk, ssk);
+    fedci_kx_keypair(spk2, ssk2);
+    uint8_t kc[32], ks[32], ko[32], k2[32], pk[32], opk[32];
+    fedc_key_public(k, pk);
+    fedc_key_public(other, opk);
+    assert_int_equal(fedci_session_client(k, spk, kc, NULL), FEDC_OK);
+    assert_int_equal(fedci_session_server(spk, ssk, pk, ks, NULL), FEDC_OK);
+    assert_memory_equal(kc, ks, 32);
+    /* another client, or another server run: another key */
+    assert_int_equal(fedci_session_server(spk, ssk, opk, ko, NULL), FEDC_OK);
+    assert_memory_not_equal(kc, ko, 32);
+    assert_int_equal(fedci_session_client(k, spk2, k2, NULL), FEDC_OK);
+    assert_memory_not_equal(kc, k2, 32);
+    /* a low-order server key is refused (all-zero point) */
+    uint8_t zero[32] = {0};
+    fedc_err err;
+    assert_int_equal(fedci_session_client(k, zero, k2, &err), FEDC_ERR_CRYPTO);
+
+    /* the MAC: one-shot = streamed; depends on body, key and nonce */
+    static uint8_t body[100000];
+    for (size_t i = 0; i < sizeof body; i++) body[i] = (uint8_t)(i * 13 + 1);
+    uint8_t nonce[16] = {1, 2, 3}, t1[16], t2[16], t3[16];
+    fedci_mac_state ms;
+    fedci_mac_init(&ms, kc, nonce);
+    fedci_mac_update(&ms, body, sizeof body);
+    fedci_mac_final(&ms, t1);
+    fedci_mac_init(&ms, ks, nonce);
+    for (size_t off = 0; off < sizeof body; off += 4097)
+        fedci_mac_update(&ms, body + off, sizeof body - off < 4097 ? sizeof body - off : 4097);
+    fedci_mac_final(&ms, t2);
+    assert_memory_equal(t1, t2, 16);
+    body[50000] ^= 1;
+    fedci_mac_init(&ms, kc, nonce);
+    fedci_mac_update(&ms, body, sizeof body);
+    fedci_mac_final(&ms, t3);
+    assert_memory_not_equal(t1, t3, 16);
+    body[50000] ^= 1;
+    nonce[15] = 9;
+    fedci_mac_init(&ms, kc, nonce);
+    fedci_mac_update(&ms, body, sizeof body);
+    fedci_mac_final(&ms, t3);
+    assert_memory_not_equal(t1, t3, 16);
+    fedci_mac_init(&ms, ko, nonce);
+    fedci_mac_update(&ms, body, sizeof body);
+    fedci_mac_final(&ms, t2);
+    assert_memory_not_equal(t2, t3, 16);
+
+    /* the signed header in session mode */
+    fedci_auth a, b;
+    fedci_auth_begin(k, 1700000000123ull, &a);
+    fedci_mac_init(&ms, kc, a.nonce);
+    fedci_mac_update(&ms, body, sizeof body);
+    fedci_mac_final(&ms, a.mac);
+    fedci_auth_finish_mac(k, "POST", "/v1/tasks/x/result", &a);
+    assert_int_equal(a.mode, FEDCI_AUTH_MAC);
+    assert_int_equal(fedci_auth_verify_any(&a, "POST", "/v1/tasks/x/result"), 0);
+    assert_int_equal(fedci_auth_verify_any(&a, "POST", "/v1/tasks/y/result"), -1);
+    /* the hash-mode check never accepts a session-mode signature, nor the reverse */
+    assert_int_equal(fedci_auth_verify(&a, "POST", "/v1/tasks/x/result"), -1);
+    b = a;
+    b.mac[0] ^= 1;
+    assert_int_equal(fedci_auth_verify_any(&b, "POST", "/v1/tasks/x/result"), -1);
+    char txt[FEDCI_AUTH_MAX];
+    fedci_auth_format(&a, txt, sizeof txt);
+    assert_non_null(strstr(txt, ", mac="));
+    assert_null(strstr(txt, "body="));
+    fedci_auth p;
+    assert_int_equal(fedci_auth_parse(txt, strlen(txt), &p, NULL), FEDC_OK);
+    assert_int_equal(p.mode, FEDCI_AUTH_MAC);
+    assert_memory_equal(p.mac, a.mac, 16);
+    assert_int_equal(fedci_auth_verify_any(&p, "POST", "/v1/tasks/x/result"), 0);
+    /* body and mac together, or neither: refused */
+    char both[FEDCI_AUTH_MAX + 80];
+    snprintf(both, sizeof both, "%s, body=%064d", txt, 0);
+    assert_int_equal(fedci_auth_parse(both, strlen(both), &p, &err), FEDC_ERR_FORMAT);
+    assert_non_null(strstr(err.msg, "both"));
+    char *m = strstr(txt, ", mac=");
+    memmove(m, m + 6 + 32, strlen(m + 6 + 32) + 1);
+    assert_int_equal(fedci_auth_parse(txt, strlen(txt), &p, &err), FEDC_ERR_FORMAT);
+    assert_non_null(strstr(err.msg, "missing"));
+    /* a hash-mode signature does not verify as a session one either */
+    uint8_t h[32];
+    fedci_body_hash(body, sizeof body, h);
+    fedci_auth_sign(k, "POST", "/v1/tasks/x/result", h, 1700000000123ull, &b);
+    assert_int_equal(fedci_auth_verify_any(&b, "POST", "/v1/tasks/x/result"), 0);
+    b.mode = FEDCI_AUTH_MAC;
+    assert_int_equal(fedci_auth_verify_any(&b, "POST", "/v1/tasks/x/result"), -1);
+    fedc_key_destroy(k);
+    fedc_key_destroy(other);
+}
+
+/* The reference MAC, written from the protocol text: Poly1305 (libsodium's crypto_onetimeauth,
+ * one shot) under BLAKE2b-256(key = session, "fedc-v1 body mac" || nonce). */
+static void ref_mac(const uint8_t session[32], const uint8_t nonce[16], const uint8_t *body,
+                    size_t n, uint8_t out[16])
+{
+    uint8_t in[16 + 16], otk[32];
+    memcpy(in, "fedc-v1 body mac", 16);
+    memcpy(in + 16, nonce, 16);
+    crypto_generichash(otk, sizeof otk, in, sizeof in, session, 32);
+    crypto_onetimeauth(out, body, n, otk);
+}
+
+/* Both implementations (OpenSSL's EVP_MAC when built in, libsodium's) give the reference tag for
+ * random keys and nonces, bodies of many lengths around Poly1305's 16-byte blocks and the
+ * implementations' internal buffers, fed in one call and in random splits (empty pieces too). */
+static void test_mac_impls(void **state)
+{
+    (void)state;
+    assert_int_equal(fedci_sodium_init(), 0);
+#if FEDC_HAVE_LIBCRYPTO
+    assert_string_equal(fedci_mac_impl(), "openssl");
+#else
+    assert_string_equal(fedci_mac_impl(), "libsodium");
+#endif
+    static const size_t lens[] = {0,     1,     2,     15,    16,    17,     31,     32,
+                                  33,    63,    64,    65,    127,   128,    129,    255,
+                                  256,   257,   1023,  1024,  1025,  4095,   4096,   4097,
+                                  16383, 16384, 16385, 65535, 65537, 100003, 1048579};
+    const size_t nmax = 1048579; /* 1 MiB + 3 */
+    uint8_t *body = malloc(nmax);
+    assert_non_null(body);
+    uint8_t seed[randombytes_SEEDBYTES] = {42};
+    randombytes_buf_deterministic(body, nmax, seed);
+    uint32_t x = 12345; /* split points: xorshift32 */
+    size_t checked = 0;
+    for (size_t li = 0; li < sizeof lens / sizeof lens[0]; li++) {
+        size_t n = lens[li];
+        uint8_t session[32], nonce[16], ref[16], t[16];
+        seed[1] = (uint8_t)li;
+        randombytes_buf_deterministic(session, sizeof session, seed);
+        seed[2] = 1;
+        randombytes_buf_deterministic(nonce, sizeof nonce, seed);
+        seed[2] = 0;
+        const uint8_t *b = body + (li * 7) % 64; /* unaligned starts too */
+        if (b + n > body + nmax) b = body;
+        ref_mac(session, nonce, b, n, ref);
+        for (int impl = 0; impl < 2; impl++) {
+            fedci_mac_state ms;
+            /* one call */
+            fedci_mac_init_with(&ms, session, nonce, impl);
+            fedci_mac_update(&ms, b, n);
+            fedci_mac_final(&ms, t);
+            assert_memory_equal(t, ref, 16);
+            assert_null(ms.ossl); /* _final released it */
+            /* random splits, with empty pieces */
+            for (int rep = 0; rep < 3; rep++) {
+                fedci_mac_init_with(&ms, session, nonce, impl);
+                size_t off = 0;
+                while (off < n) {
+                    x ^= x << 13, x ^= x >> 17, x ^= x << 5;
+                    size_t cap = rep == 0 ? 17 : rep == 1 ? 300 : 70000;
+                    size_t k = x % cap;
+                    if (k > n - off) k = n - off;
+                    fedci_mac_update(&ms, b + off, k);
+                    off += k;
+                }
+                fedci_mac_update(&ms, b, 0);
+                fedci_mac_final(&ms, t);
+                assert_memory_equal(t, ref, 16);
+                checked++;
+            }
+            /* the public entry point agrees */
+            if (impl == 1) {
+                fedci_mac_init(&ms, session, nonce);
+                fedci_mac_update(&ms, b, n);
+                fedci_mac_final(&ms, t);
+                assert_memory_equal(t, ref, 16);
+            }
+        }
+        /* a changed byte or nonce changes the tag */
+        if (n) {
+            uint8_t nb = b[n / 2];
+            body[(size_t)(b - body) + n / 2] ^= 0x80;
+            fedci_mac_state ms;
+            fedci_mac_init(&ms, session, nonce);
+            fedci_mac_update(&ms, b, n);
+            fedci_mac_final(&ms, t);
+            assert_memory_not_equal(t, ref, 16);
+            body[(size_t)(b - body) + n / 2] = nb;
+        }
+    }
+    assert_int_equal(checked, 6 * (sizeof lens / sizeof lens[0]));
+    /* a state abandoned mid-body is released by _free (LeakSanitizer checks), twice is harmless,
+     * and a zeroed state may be freed */
+    fedci_mac_state ms;
+    uint8_t session[32] = {1}, nonce[16] = {2};
+    fedci_mac_init(&ms, session, nonce);
+    fedci_mac_update(&ms, body, 1000);
+    fedci_mac_free(&ms);
+    fedci_mac_free(&ms);
+    assert_null(ms.ossl);
+    fedci_mac_state z;
+    memset(&z, 0, sizeof z);
+    fedci_mac_free(&z);
+    free(body);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -204,6 +413,8 @@ int main(void)
         cmocka_unit_test(test_sign_verify),
         cmocka_unit_test(test_parse_strict),
         cmocka_unit_test(test_body_hash),
+        cmocka_unit_test(test_session_mac),
+        cmocka_unit_test(test_mac_impls),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

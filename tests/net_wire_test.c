@@ -167,6 +167,25 @@ static void test_vstream_roundtrip(void **state)
         assert_int_equal(s.version, 7);
         assert_memory_equal(x, y, n * sizeof *x);
     }
+    /* scan_finite: the first NaN/Inf is found as the chunks arrive, whatever the split (also
+     * when a float straddles two pieces) */
+    x[5003] = INFINITY;
+    x[9000] = NAN;
+    b.len = 0;
+    encode_model(&b, x, n, n, 4096);
+    for (size_t k = 0; k < sizeof pieces / sizeof pieces[0]; k++) {
+        sink s = {y, n, 0, 0};
+        fedci_vstream vs;
+        fedci_vstream_init(&vs, FEDCI_VS_MODEL, 1 << 16, 4096, on_model_header, &s);
+        vs.scan_finite = 1;
+        for (size_t off = 0; off < b.len; off += pieces[k]) {
+            size_t len = b.len - off < pieces[k] ? b.len - off : pieces[k];
+            assert_int_equal(fedci_vstream_feed(&vs, b.data + off, len, NULL), FEDC_OK);
+        }
+        assert_int_equal(fedci_vstream_finish(&vs, NULL), FEDC_OK);
+        assert_int_equal(vs.nonfinite_at, 5003);
+        fedci_vstream_fini(&vs);
+    }
     fedci_buf_fini(&b);
     free(x);
     free(y);

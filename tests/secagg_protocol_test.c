@@ -129,7 +129,7 @@ static void check_round(uint32_t n, uint32_t k, uint32_t t, double drop, size_t 
 {
     fedc_secagg_params p = make_params(n, k, t, len, bits);
     uint32_t **xs = make_inputs(n, len, bits, n * 31 + (unsigned)(drop * 100));
-    fedc_secagg_sim_opts o = {{drop, drop, drop}, 1234 + n};
+    fedc_secagg_sim_opts o = {{drop, drop, drop}, 1234 + n, NULL};
     uint32_t *sum = calloc(len, sizeof *sum);
     unsigned char *surv = calloc(n, 1);
     fedc_secagg_sim_stats stats;
@@ -187,7 +187,7 @@ static void test_below_threshold_aborts(void **state)
     /* too few clients left: 10 -> 7 -> 5 survivors, threshold 6 */
     fedc_secagg_params p = make_params(10, 9, 6, 50, 32);
     uint32_t **xs = make_inputs(10, 50, 32, 5);
-    fedc_secagg_sim_opts o = {{0.3, 0.3, 0.3}, 99};
+    fedc_secagg_sim_opts o = {{0.3, 0.3, 0.3}, 99, NULL};
     uint32_t sum[50];
     for (int i = 0; i < 50; i++)
         sum[i] = 0xdeadbeef;

@@ -148,7 +148,7 @@ static void test_end_to_end(void **state)
     p.bits = 32;
     p.len = len + 1;
     p.round = 2;
-    fedc_secagg_sim_opts o = {{0.1, 0.1, 0.1}, 5};
+    fedc_secagg_sim_opts o = {{0.1, 0.1, 0.1}, 5, NULL};
     assert_int_equal(fedc_secagg_simulate(&p, (const uint32_t *const *)xs, &o, sum, surv, NULL,
                                           &err),
                      FEDC_OK);

@@ -52,7 +52,11 @@ static void run_sim(const char *const *extra, int threads, outcome *o)
         fedc_config_destroy(cfg);
         return;
     }
-    fedc_sim_opts opts = {threads, on_round, o};
+    fedc_sim_opts opts;
+    memset(&opts, 0, sizeof opts);
+    opts.threads = threads;
+    opts.on_round = on_round;
+    opts.user = o;
     o->st = fedc_sim_run(run.engine, run.trainer, cfg, &opts, &o->err);
     o->n = fedc_engine_num_params(run.engine);
     o->global = malloc(o->n * sizeof(float));
@@ -114,12 +118,65 @@ static void expect_refused(const char *setting, const char *needle)
     free(o.global);
 }
 
+/* SecAgg + central DP: the clients clip, the protocol sums (weights 1), the engine adds the
+ * noise once to the unmasked sum: the model is the plain central-DP one within the
+ * quantization error, with the same epsilon; dp.clip_on = server and adaptive clipping (which
+ * need each update, or each client's clipped bit) are refused. */
+static void test_central_dp(void **state)
+{
+    (void)state;
+    static const char *dp[] = {"dp.mode=central", "dp.seeded_noise=true", "dp.clip=0.5",
+                               "dp.noise_multiplier=0.3", "dp.delta=1e-3", NULL};
+    static const char *sa[] = {"dp.mode=central",         "dp.seeded_noise=true", "dp.clip=0.5",
+                               "dp.noise_multiplier=0.3", "dp.delta=1e-3",
+                               "secagg.enabled=true",     "secagg.clip=0.5", NULL};
+    outcome plain, sec;
+    run_sim(dp, 1, &plain);
+    run_sim(sa, 1, &sec);
+    if (plain.st != FEDC_OK) fail_msg("%s", plain.err.msg);
+    if (sec.st != FEDC_OK) fail_msg("%s", sec.err.msg);
+    assert_int_equal(sec.rec.participants, 6);
+    assert_true(isfinite(sec.rec.epsilon) && sec.rec.epsilon > 0);
+    assert_true(sec.rec.epsilon == plain.rec.epsilon);
+    assert_true(sec.rec.dp_noise_stddev == plain.rec.dp_noise_stddev);
+    /* weights 1: levels = 2^24 (the cap); the sum of 6 quantized values is off by < 6 steps
+     * of 2 * 0.5 / (2^24 - 1), then divided by per_round */
+    float d = fedc_vec_max_abs_diff(plain.n, plain.global, sec.global);
+    if (!(d <= 6.0 / (1 << 24) + 1e-6)) fail_msg("secagg + DP model differs by %g", d);
+    /* and the noise is there: without it the model is another one */
+    static const char *quiet[] = {"dp.mode=central",          "dp.seeded_noise=true",
+                                  "dp.clip=0.5",              "dp.noise_multiplier=0.001",
+                                  "dp.delta=1e-3",            "secagg.enabled=true",
+                                  "secagg.clip=0.5", NULL};
+    outcome q;
+    run_sim(quiet, 1, &q);
+    assert_int_equal(q.st, FEDC_OK);
+    assert_true(fedc_vec_max_abs_diff(q.n, q.global, sec.global) > 1e-3);
+    free(plain.global);
+    free(sec.global);
+    free(q.global);
+    static const char *srv[] = {"secagg.enabled=true", "dp.mode=central", "dp.clip_on=server",
+                                NULL};
+    static const char *ada[] = {"secagg.enabled=true", "dp.mode=central",
+                                "dp.adaptive_clip=true", NULL};
+    const char *const *bad[] = {srv, ada};
+    const char *needle[] = {"dp.clip_on = client", "adaptive"};
+    for (int i = 0; i < 2; i++) {
+        outcome o;
+        run_sim(bad[i], 1, &o);
+        assert_int_equal(o.st, FEDC_ERR_CONFIG);
+        if (!strstr(o.err.msg, needle[i])) fail_msg("'%s' lacks '%s'", o.err.msg, needle[i]);
+        free(o.global);
+    }
+}
+
 static void test_refused_configs(void **state)
 {
     (void)state;
     expect_refused("strategy.name=fedmedian", "linear strategy");
     expect_refused("strategy.name=scaffold", "linear strategy");
-    expect_refused("dp.mode=central", "dp.mode");
+    expect_refused("dp.mode=local", "dp.mode");
+    expect_refused("dp.sgd=true", "dp.sgd");
     expect_refused("compress.upload=q8", "compress.upload");
     expect_refused("secagg.max_weight=1000000000", "overflow");
 }
@@ -129,6 +186,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_matches_fedavg),
         cmocka_unit_test(test_dropout_and_determinism),
+        cmocka_unit_test(test_central_dp),
         cmocka_unit_test(test_refused_configs),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -84,7 +84,9 @@ typedef struct fedc_client_run_info {
 /* Asks the server for its run, retrying network failures with back-off (until
  * client.give_up, or fedc_client_stop). The settings the server sends (training keys: train.*,
  * model.*, dp.*, attack.*, run.seed, clients.count) are kept on the client for
- * fedc_client_apply_settings. Errors: FEDC_ERR_AUTH (the key is not allowed), FEDC_ERR_NETWORK,
+ * fedc_client_apply_settings, and so is the session key derived from the server's run key
+ * (request bodies are then MACed instead of hashed: docs/PROTOCOL.md, "Session mode").
+ * Errors: FEDC_ERR_AUTH (the key is not allowed), FEDC_ERR_NETWORK,
  * FEDC_ERR_TIMEOUT (gave up), FEDC_ERR_ABORTED (stopped), FEDC_ERR_FORMAT (a bad answer). */
 fedc_status fedc_client_hello(fedc_client *c, fedc_client_run_info *info, fedc_err *err);
 
@@ -116,7 +118,8 @@ fedc_status fedc_client_run(fedc_client *c, const fedc_trainer *trainer, const f
                             fedc_client_summary *summary, fedc_err *err);
 
 /* Downloads model `version` (the current one: fedc_client_run_info.round) into params
- * (num_params floats) and its SHA-256 hex into sha (may be NULL). Retries like hello. */
+ * (num_params floats) and its SHA-256 hex into sha (may be NULL). Retries like hello. With
+ * compress.download on the server, params is the decoded model (what clients train from). */
 fedc_status fedc_client_download(fedc_client *c, uint64_t version, float *params, size_t num_params,
                                  char sha[65], fedc_err *err);
 

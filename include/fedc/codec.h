@@ -161,6 +161,56 @@ fedc_status fedc_codec_encode_delta(fedc_codec *c, const float *x, const float *
                                     uint64_t base_version, size_t n, const fedc_codec_ctx *ctx,
                                     const uint8_t **msg, size_t *len, fedc_err *err);
 
+/*
+ * Exact model deltas (downloads against a client's cached version; docs/COMPRESSION.md,
+ * "Exact delta downloads"). A message of its own ("FCXD", not a codec message): a 104-byte
+ * header (magic, format version, flags 1 zstd / 2 byte planes, 2 reserved zero bytes, then u64
+ * LE: n, base version, model version, stored bytes; then the base model's and the result's
+ * SHA-256, 32 bytes each) and the body: the n words base XOR model (float32 bit patterns), as
+ * little-endian words or as 4 byte planes (byte 0 of every word, then byte 1, ...), optionally
+ * one zstd frame declaring its size. Reconstruction is bit-exact.
+ */
+#define FEDC_XDELTA_MAGIC "FCXD"
+#define FEDC_XDELTA_FORMAT_VERSION 1
+#define FEDC_XDELTA_HEADER_SIZE 104
+#define FEDC_XDELTA_SHUFFLE 1u /* option: byte planes before zstd */
+
+typedef struct fedc_xdelta_header {
+    unsigned version; /* format version (1) */
+    int zstd, shuffle;
+    uint64_t n;
+    uint64_t base_version, model_version; /* base_version < model_version */
+    uint64_t stored_bytes;                /* body bytes after the header */
+    char base_sha256[65], sha256[65];     /* hex: the base model's and the result's */
+} fedc_xdelta_header;
+
+/*
+ * Encodes the delta from base (version base_version) to x (version version > base_version),
+ * both n floats. base_sha / sha: their fedc_vec_sha256_hex, or NULL to compute them. options:
+ * 0 or FEDC_XDELTA_SHUFFLE; zstd_level 0 (none) or 1..19 (kept only when smaller). *msg
+ * (owned by c) lives until the next fedc_codec_encode* / fedc_codec_xdelta_encode call on c.
+ * Errors: FEDC_ERR_INVALID (n, level), FEDC_ERR_NOMEM.
+ */
+fedc_status fedc_codec_xdelta_encode(fedc_codec *c, const float *base, const float *x, size_t n,
+                                     uint64_t base_version, uint64_t version,
+                                     const char *base_sha, const char *sha, unsigned options,
+                                     int zstd_level, const uint8_t **msg, size_t *len,
+                                     fedc_err *err);
+/* Reads and checks a delta's header (not its body). Errors: FEDC_ERR_FORMAT naming the field
+ * and its offset. */
+fedc_status fedc_codec_xdelta_peek(const uint8_t *msg, size_t len, fedc_xdelta_header *h,
+                                   fedc_err *err);
+/*
+ * Applies a delta in place: model (n floats) holds version base_version; afterwards it holds
+ * the delta's model version, bit for bit, and sha (may be NULL) its SHA-256 hex. Checked: the
+ * header, n, the base version and the base's SHA-256 (FEDC_ERR_STATE: the client should ask
+ * for the full model), the zstd frame (exact size), and that the result hashes to the
+ * announced SHA-256 and is finite. On any error model is left exactly as it was.
+ * Errors: FEDC_ERR_FORMAT, FEDC_ERR_STATE, FEDC_ERR_NOMEM.
+ */
+fedc_status fedc_codec_xdelta_apply(fedc_codec *c, const uint8_t *msg, size_t len, float *model,
+                                    size_t n, uint64_t base_version, char sha[65], fedc_err *err);
+
 /* A message's header, as read by fedc_codec_peek. */
 typedef struct fedc_codec_header {
     unsigned version; /* format version (1) */
@@ -210,7 +260,8 @@ fedc_status fedc_codec_decode_model(fedc_codec *c, const uint8_t *msg, size_t le
                                     fedc_err *err);
 
 /*
- * Lossless zstd of any byte string (HTTP bodies: Content-Encoding: zstd). *out (owned by c,
+ * Lossless zstd of any byte string (a general helper: fedc's HTTP bodies are not
+ * Content-Encoded, docs/COMPRESSION.md says why). *out (owned by c,
  * valid until the next call of either function on c) gets the result.
  * _compress: level 1..19. _decompress refuses (FEDC_ERR_FORMAT) a frame that is corrupt, does
  * not declare its size, or would exceed max_len bytes. Errors also FEDC_ERR_NOMEM.

@@ -2,10 +2,11 @@
  * Secure aggregation: SecAgg+ (Bell et al. 2020) over the four stages of Bonawitz et al. 2017.
  * The server learns the sum of the clients' quantized vectors and nothing about any single one,
  * and survives clients dropping out at any stage. docs/SECAGG.md has the protocol, the message
- * formats, the threat model and the phase-2 (HTTP) wiring.
+ * formats, the threat model and the deployment over HTTP (src/net/server_secagg.c,
+ * client_secagg.c).
  *
  * The protocol is two message-passing state machines; a transport (the in-process simulation,
- * later HTTP) only carries byte buffers between them and decides when a stage closes (all
+ * or HTTP) only carries byte buffers between them and decides when a stage closes (all
  * expected messages in, or its deadline passed):
  *
  *   stage                  client -> server                     server -> each client
@@ -23,7 +24,8 @@
  * gives the sum of the surviving clients' inputs mod 2^bits.
  *
  * Clients are numbered 0..n-1 within a round (the transport maps them to real identities and
- * must authenticate the sender; phase 2 uses the request signing keys of the deployment).
+ * must authenticate the sender; over HTTP: the request signing keys of the deployment, which
+ * also sign each client's stage-1 keys).
  * Secrets (key pairs, self-mask seeds, received shares) live in sodium_malloc memory and are
  * wiped on destroy. Randomness for secrets comes from libsodium's CSPRNG; only the neighbour
  * graph is derived from the round's public seed.
@@ -212,6 +214,9 @@ fedc_status fedc_secagg_dequantize(const fedc_secagg_quant *q, const uint32_t *s
 typedef struct fedc_secagg_sim_opts {
     double dropout[3]; /* fraction dropping before stage 2, 3, 4 */
     uint64_t seed;
+    /* NULL, or n entries: client u also vanishes before stage drop_before[u] (2, 3 or 4;
+     * 0 = never), as a real client that dies there (tests compare against a deployment) */
+    const unsigned char *drop_before;
 } fedc_secagg_sim_opts;
 
 typedef struct fedc_secagg_sim_stats {

@@ -457,23 +457,6 @@ fedc_status fedci_codec_body(fedc_codec *c, const uint8_t *msg, const fedc_codec
     return FEDC_OK;
 }
 
-/* ---- finiteness ---- */
-
-ptrdiff_t fedci_codec_find_nonfinite(size_t n, const float *x)
-{
-    size_t i = 0;
-    for (; i + 64 <= n; i += 64) {
-        /* (bits & exponent mask) + one exponent unit carries into bit 31 iff the exponent is
-         * all ones (Inf or NaN): branch-free, vectorized */
-        uint32_t acc = 0;
-        for (size_t l = 0; l < 64; l++) acc |= (fedci_f2u(x[i + l]) & 0x7f800000u) + 0x00800000u;
-        if (acc & 0x80000000u) break;
-    }
-    for (; i < n; i++)
-        if ((fedci_f2u(x[i]) & 0x7f800000u) == 0x7f800000u) return (ptrdiff_t)i;
-    return -1;
-}
-
 /* ---- groups and random words ---- */
 
 size_t fedci_codec_group_count(fedc_codec_groups groups, uint32_t param, size_t k)

@@ -252,7 +252,7 @@ fedc_status fedci_codec_decode(fedc_codec *c, const uint8_t *msg, size_t len, fl
 #else
         for (size_t j = 0; j < k; j++) dst[j] = fedci_getf(p + 4 * j);
 #endif
-        ptrdiff_t j = fedci_codec_find_nonfinite(k, dst);
+        ptrdiff_t j = fedc_vec_find_nonfinite(k, dst);
         if (j >= 0)
             return fedci_codec_bad(err, "value %td at body offset %zu: not finite", j,
                                    off + 4 * (size_t)j);
@@ -362,7 +362,7 @@ fedc_status fedc_codec_decode_model(fedc_codec *c, const uint8_t *msg, size_t le
     FEDC_TRY(fedci_codec_decode(c, msg, len, d, n, &h, err));
     if (delta) {
         fedc_vec_add(n, base, d, d);
-        ptrdiff_t bad = fedci_codec_find_nonfinite(n, d);
+        ptrdiff_t bad = fedc_vec_find_nonfinite(n, d);
         if (bad >= 0)
             return fedc_err_set(err, FEDC_ERR_NONFINITE,
                                 "codec message: cached model + delta overflows at element %td",

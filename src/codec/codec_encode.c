@@ -337,7 +337,7 @@ static fedc_status encode_impl(fedc_codec *c, const float *x, size_t n, const fe
         return fedc_err_set(err, FEDC_ERR_INVALID,
                             "encode: %zu elements, the layout has %zu parameters", n,
                             layout->total);
-    ptrdiff_t bad = fedci_codec_find_nonfinite(n, x);
+    ptrdiff_t bad = fedc_vec_find_nonfinite(n, x);
     if (bad >= 0)
         return fedc_err_set(err, FEDC_ERR_NONFINITE, "encode: element %td is %g", bad,
                             (double)x[bad]);

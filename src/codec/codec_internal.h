@@ -71,8 +71,6 @@ void fedci_codec_words(uint64_t key, uint64_t j0, size_t m, uint32_t *w);
  * (codes must not be Inf/NaN). F16C when the CPU has it. */
 void fedci_codec_to_f16(const float *x, size_t n, uint8_t *out);
 void fedci_codec_from_f16(const uint8_t *p, size_t n, float *out);
-/* Index of the first NaN/Inf in x[0..n-1], or -1 (runs at memory speed). */
-ptrdiff_t fedci_codec_find_nonfinite(size_t n, const float *x);
 /* Writes h into the first FEDC_CODEC_HEADER_SIZE bytes of p. */
 void fedci_codec_header_write(uint8_t *p, const fedc_codec_header *h);
 /* Bits per value of a value coding (32 for f32, 16 for f16/bf16, 8, 4, 1 + bits(s)). */

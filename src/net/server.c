@@ -17,20 +17,21 @@
 #include <unistd.h>
 
 #include "fedc/alloc.h"
+#include "fedc/codec.h"
 #include "fedc/log.h"
 #include "fedc/safetensors.h"
+#include "fedc/strategy.h"
 #include "fedc/version.h"
 #include "net/server_internal.h"
 
-/* Strategies whose server state (momentum, moments) is not in the checkpoint: a resume of
- * those restarts that state from zero. */
-static int strategy_is_stateful(const char *name)
+/* The engine keeps state besides the model (the strategy's momentum or moments, DP accounts):
+ * a model-only checkpoint (written by fedc before engine checkpoints) cannot restore it. */
+static int engine_is_stateful(fedc_server *s)
 {
-    static const char *const stateful[] = {"fedavgm", "fedadagrad", "fedadam",
-                                           "fedyogi", "scaffold",   NULL};
-    for (int i = 0; stateful[i]; i++)
-        if (strcmp(name, stateful[i]) == 0) return 1;
-    return 0;
+    fedc_state_item items[FEDC_STRATEGY_STATE_MAX];
+    return fedc_strategy_state_get(fedc_engine_strategy(s->engine), items) > 0 ||
+           strcmp(fedc_config_str(s->cfg, "dp.mode"), "off") != 0 ||
+           fedc_config_bool(s->cfg, "dp.sgd");
 }
 
 /* Keys that may change across a restart without changing the run. */
@@ -184,21 +185,48 @@ static fedc_status build_settings(fedc_server *s, fedc_err *err)
     return FEDC_OK;
 }
 
-/* Restores the engine from the run's last committed checkpoint. */
+/* Restores the engine from the run's last committed checkpoint: its complete state
+ * (fedc_engine_checkpoint_load), or the model alone from a model-only checkpoint of an older
+ * fedc (then stateful strategies restart their server state from zero: a warning). Either way
+ * the model must be the committed round's and the checkpoint's round the committed one. */
 static fedc_status restore_checkpoint(fedc_server *s, const fedc_store_run *run, fedc_err *err)
 {
     fedc_safetensors *st = NULL;
-    FEDC_TRY(fedc_safetensors_read(run->checkpoint, FEDC_ST_VERIFY_SHA256, &st, err));
+    FEDC_TRY(fedc_safetensors_read(run->checkpoint, 0, &st, err));
     fedc_status rc = FEDC_OK;
     const char *sha = fedc_safetensors_meta(st, "model_sha256");
-    if (!fedc_layout_equal(st->layout, fedc_engine_layout(s->engine)))
-        rc = fedc_err_set(err, FEDC_ERR_FORMAT,
-                          "%s: its tensors do not match the model of the config", run->checkpoint);
-    else if (!sha || strcmp(sha, run->model_sha256) != 0)
+    const char *round = fedc_safetensors_meta(st, "round");
+    char want_round[24];
+    snprintf(want_round, sizeof want_round, "%u", run->last_round);
+    if (!sha || strcmp(sha, run->model_sha256) != 0)
         rc = fedc_err_set(err, FEDC_ERR_FORMAT,
                           "%s: model_sha256 %s differs from the committed round's %s",
                           run->checkpoint, sha ? sha : "(none)", run->model_sha256);
-    if (rc == FEDC_OK) rc = fedc_engine_restore(s->engine, run->last_round, st->data, err);
+    else if (!round || strcmp(round, want_round) != 0)
+        rc = fedc_err_set(err, FEDC_ERR_FORMAT, "%s: holds round %s, the last committed is %u",
+                          run->checkpoint, round ? round : "(none)", run->last_round);
+    int engine_file = fedc_safetensors_meta(st, "__fedc__.checkpoint") != NULL;
+    if (rc == FEDC_OK && engine_file) {
+        /* it checks the config digest, the layout and the model's hash against model_sha256 */
+        rc = fedc_engine_checkpoint_load(s->engine, run->checkpoint, err);
+    } else if (rc == FEDC_OK) {
+        char got[65];
+        fedc_vec_sha256_hex(st->layout->total, st->data, got);
+        if (!fedc_layout_equal(st->layout, fedc_engine_layout(s->engine)))
+            rc = fedc_err_set(err, FEDC_ERR_FORMAT,
+                              "%s: its tensors do not match the model of the config",
+                              run->checkpoint);
+        else if (strcmp(got, sha) != 0)
+            rc = fedc_err_set(err, FEDC_ERR_FORMAT, "%s: model_sha256 mismatch (corrupt file)",
+                              run->checkpoint);
+        if (rc == FEDC_OK) rc = fedc_engine_restore(s->engine, run->last_round, st->data, err);
+        if (rc == FEDC_OK && engine_is_stateful(s))
+            fedc_log(FEDC_LOG_WARN, "server",
+                     "%s is a model-only checkpoint (an older fedc): strategy %s restarts its "
+                     "server state (and DP its adaptive clip) from zero, so this resumed run is "
+                     "not bit-identical to an uninterrupted one",
+                     run->checkpoint, fedc_engine_strategy_name(s->engine));
+    }
     fedc_safetensors_destroy(st);
     return rc;
 }
@@ -228,18 +256,31 @@ fedc_status fedc_server_create(const fedc_config *cfg, const fedc_trainer *train
     *out = NULL;
     if (fedci_sodium_init() != 0)
         return fedc_err_set(err, FEDC_ERR_CRYPTO, "libsodium could not initialise");
-    /* The wire does not carry encoded updates yet: refuse rather than silently ignore. */
-    if (strcmp(fedc_config_str(cfg, "compress.upload"), "none") != 0 ||
-        strcmp(fedc_config_str(cfg, "compress.download"), "none") != 0)
-        return fedc_err_set(err, FEDC_ERR_UNSUPPORTED,
-                            "update compression (compress.upload/download) is not carried over "
-                            "HTTP yet; it runs in `fedc sim` only (docs/COMPRESSION.md)");
+    /* Compression: encoded results and model downloads, and exact deltas against a client's
+     * cached version, are carried (docs/COMPRESSION.md); encodings under SecAgg are not. */
+    fedc_codec_spec up_spec, down_spec;
+    FEDC_TRY(fedc_codec_parse(fedc_config_str(cfg, "compress.upload"), &up_spec, err));
+    FEDC_TRY(fedc_codec_parse(fedc_config_str(cfg, "compress.download"), &down_spec, err));
     fedc_server *s = fedc_calloc(1, sizeof *s);
     if (!s) return fedc_err_set(err, FEDC_ERR_NOMEM, "server: out of memory");
     pthread_mutex_init(&s->lock, NULL);
     pthread_mutex_init(&s->pool_lock, NULL);
     pthread_cond_init(&s->cond, NULL);
     fedci_nonce_cache_init(&s->nonces, 4u << 20);
+    if (strcmp(fedc_config_str(cfg, "compress.upload"), "none") != 0) {
+        fedc_codec_format(&up_spec, s->up_codec, sizeof s->up_codec);
+        s->up_ef = fedc_codec_config_error_feedback(cfg);
+    }
+    if (strcmp(fedc_config_str(cfg, "compress.download"), "none") != 0)
+        fedc_codec_format(&down_spec, s->down_codec, sizeof s->down_codec);
+    if (fedc_config_bool(cfg, "compress.download_delta"))
+        s->delta_keep = (size_t)fedc_config_int(cfg, "compress.delta_versions");
+    s->kx_sk = sodium_malloc(FEDCI_KX_BYTES);
+    if (!s->kx_sk) {
+        fedc_server_destroy(s);
+        return fedc_err_set(err, FEDC_ERR_NOMEM, "server: out of secure memory");
+    }
+    fedci_kx_keypair(s->kx_pk, s->kx_sk); /* per run process: session MACs */
     s->cfg = cfg;
     s->trainer = trainer;
     s->opts = *opts;
@@ -280,13 +321,15 @@ fedc_status fedc_server_create(const fedc_config *cfg, const fedc_trainer *train
     if (st == FEDC_OK && fedc_engine_needs_control(s->engine))
         st = fedc_err_set(err, FEDC_ERR_CONFIG,
                           "strategy %s needs per-client control variates, which the HTTP transport "
-                          "does not carry yet; run it with `fedc sim`",
+                          "does not carry yet (docs/DEPLOY.md, \"Resume\", says why); run it "
+                          "with `fedc sim`",
                           fedc_engine_strategy_name(s->engine));
     if (st == FEDC_OK) {
         s->num_params = fedc_engine_num_params(s->engine);
         uint64_t chunks = ((uint64_t)s->num_params * 4 + s->chunk_bytes - 1) / s->chunk_bytes;
         s->max_upload = (uint64_t)s->num_params * 4 + chunks * 32 + s->max_message + 64;
     }
+    if (st == FEDC_OK) st = fedci_secagg_create(s, err); /* [secagg]: server_secagg.c */
     if (st == FEDC_OK) st = fedc_store_open(opts->state_dir, &s->store, err);
     if (st == FEDC_OK && opts->allow_file) {
         size_t added = 0;
@@ -308,12 +351,6 @@ fedc_status fedc_server_create(const fedc_config *cfg, const fedc_trainer *train
                 s->resumed_round = run.last_round;
                 fedc_log(FEDC_LOG_INFO, "server", "run %s resumed after round %u (model %s)",
                          s->run_id, run.last_round, run.model_sha256);
-                if (strategy_is_stateful(fedc_engine_strategy_name(s->engine)))
-                    fedc_log(FEDC_LOG_WARN, "server",
-                             "strategy %s keeps server state that checkpoints do not hold yet: "
-                             "it restarts from zero, so this resumed run is not bit-identical to "
-                             "an uninterrupted one",
-                             fedc_engine_strategy_name(s->engine));
             }
         }
     }
@@ -346,6 +383,7 @@ void fedc_server_destroy(fedc_server *s)
     fedci_server_http_stop(s);
     if (s->worker_ready && s->trainer->ops->worker_fini) s->trainer->ops->worker_fini(s->worker);
     fedc_free(s->worker);
+    fedci_secagg_destroy(s);
     fedc_engine_destroy(s->engine);
     fedc_store_close(s->store);
     if (s->key_pem) sodium_memzero(s->key_pem, strlen(s->key_pem));
@@ -362,6 +400,7 @@ void fedc_server_destroy(fedc_server *s)
     fedc_free(s->selected);
     fedc_free(s->parts);
     fedci_nonce_cache_fini(&s->nonces);
+    if (s->kx_sk) sodium_free(s->kx_sk);
     pthread_cond_destroy(&s->cond);
     pthread_mutex_destroy(&s->pool_lock);
     pthread_mutex_destroy(&s->lock);
@@ -418,13 +457,14 @@ static fedc_status evaluate(fedc_server *s, fedc_round_record *rec, fedc_err *er
     return FEDC_OK;
 }
 
-/* Checkpoint, then commit: the round counts only once its model is durable. */
+/* Checkpoint, then commit: the round counts only once the engine's state after it (model,
+ * strategy state, DP accounts: fedc_engine_checkpoint_save) is durable. */
 static fedc_status commit_round(fedc_server *s, fedc_round_record *rec, const char *sha,
                                 fedc_err *err)
 {
     char path[4096];
     fedc_store_checkpoint_path(s->store, rec->round, path, sizeof path);
-    FEDC_TRY(write_model(s, path, rec->round, sha, err));
+    FEDC_TRY(fedc_engine_checkpoint_save(s->engine, path, err));
     fedc_store_round r;
     memset(&r, 0, sizeof r);
     r.rec = *rec;
@@ -494,11 +534,16 @@ static fedc_status run_round(fedc_server *s, uint32_t attempt, int *aborted, fed
     s->round_deadline = t0 + s->deadline;
     s->deadline_wall_ms = fedci_now_ms() + (uint64_t)(s->deadline * 1000);
     s->phase = PHASE_FIT;
+    atomic_store(&s->round_bytes_up, 0);
+    atomic_store(&s->round_bytes_down, 0);
+    atomic_store(&s->round_bytes_down_full, 0);
+    if (s->secagg) fedci_secagg_open(s);
     fedci_server_wake(s, 1);
     fedc_log(FEDC_LOG_INFO, "server", "round %u%s: %zu client(s) selected, %u result(s) wanted",
              s->round, attempt ? " (re-run)" : "", n, s->target);
     double last_reload = fedci_mono();
-    while (!s->stop && s->accepted < s->target && fedci_mono() < s->round_deadline) {
+    while (!s->stop && (s->secagg ? !fedci_secagg_tick(s) /* its own deadlines */
+                                  : s->accepted < s->target && fedci_mono() < s->round_deadline)) {
         cond_wait_s(s, 0.05);
         fedci_server_wake(s, 0);
         if (fedci_mono() - last_reload > 2) {
@@ -511,6 +556,7 @@ static fedc_status run_round(fedc_server *s, uint32_t attempt, int *aborted, fed
         }
     }
     s->phase = PHASE_IDLE; /* from here on, results are late */
+    while (s->submitting > 0) cond_wait_s(s, 0.05); /* results being folded right now */
     uint32_t accepted = s->accepted, refused = s->refused;
     pthread_mutex_unlock(&s->lock);
     double t_wait = fedci_mono();
@@ -523,7 +569,8 @@ static fedc_status run_round(fedc_server *s, uint32_t attempt, int *aborted, fed
                             "resume after round %u",
                             ins.round, ins.round - 1);
     }
-    for (size_t i = 0; i < n; i++)
+    if (s->secagg) FEDC_TRY(fedci_secagg_finish(s, err)); /* the unmasked sum, if any */
+    for (size_t i = 0; !s->secagg && i < n; i++)
         if (parts[i].state == TASK_ISSUED && accepted < s->target)
             fedc_engine_report_failure(s->engine, sel[i], "no result before the deadline");
     fedc_round_record rec;
@@ -558,6 +605,12 @@ static fedc_status run_round(fedc_server *s, uint32_t attempt, int *aborted, fed
         return st;
     }
     rec.rejected += refused;
+    /* the round's wire bytes, encoded or not: the bodies of the accepted results and of the
+     * model downloads served while it was open (the engine counted float32 sizes) */
+    rec.bytes_up = atomic_exchange(&s->round_bytes_up, 0);
+    rec.bytes_down = atomic_exchange(&s->round_bytes_down, 0);
+    rec.bytes_down_full = atomic_exchange(&s->round_bytes_down_full, 0);
+    if (s->secagg) fedci_secagg_record(s, &rec);
     double t_end = fedci_mono();
     FEDC_TRY(evaluate(s, &rec, err));
     double t_eval = fedci_mono();

@@ -5,7 +5,8 @@
  *
  *   POST /v1/checkin                 CheckinRequest -> CheckinResponse (long poll)
  *   GET  /v1/run                     RunInfo
- *   GET  /v1/models/{version}        model stream (immutable; ETag = model sha256; 304)
+ *   GET  /v1/models/{version}        model stream (immutable; ETag = model sha256; 304; 226
+ *                                    with an exact delta: A-IM fedc-xdelta + If-None-Match)
  *   POST /v1/tasks/{task_id}/result  result stream -> ResultAck
  *   GET  /v1/status                  JSON (no authentication)
  *   GET  /metrics                    Prometheus text (no authentication)
@@ -27,10 +28,13 @@
 #include <sys/socket.h>
 
 #include "fedc/alloc.h"
+#include "fedc/codec.h"
 #include "fedc/log.h"
+#include "fedc/rng.h"
 #include "net/server_internal.h"
 
-enum route { R_NONE = 0, R_CHECKIN, R_RUN, R_MODEL, R_RESULT, R_STATUS, R_METRICS };
+enum route { R_NONE = 0, R_CHECKIN, R_RUN, R_MODEL, R_RESULT, R_STATUS, R_METRICS,
+             R_SECAGG_POST, R_SECAGG_GET };
 
 enum auth_reason {
     AUTH_UNSIGNED = 0,
@@ -45,7 +49,7 @@ enum auth_reason {
 static const char *const auth_reason_name[AUTH_REASONS_] = {
     "unsigned", "malformed", "unknown_key", "stale", "bad_signature", "replay", "body_mismatch"};
 
-static const unsigned http_codes[] = {200, 304, 400, 401, 404, 409, 413, 422, 503, 0};
+static const unsigned http_codes[] = {200, 226, 304, 400, 401, 404, 409, 413, 422, 503, 0};
 #define N_HTTP_CODES (sizeof http_codes / sizeof http_codes[0])
 _Static_assert(N_HTTP_CODES == FEDCI_HTTP_CODES, "one counter per status code");
 _Static_assert(AUTH_REASONS_ == FEDCI_AUTH_REASONS, "one counter per refusal reason");
@@ -57,7 +61,8 @@ typedef struct req {
     int responded;
     int client; /* id of the signing key, -1 before authentication */
     fedci_auth auth;
-    fedci_hash_state hash;
+    fedci_hash_state hash; /* hash mode */
+    fedci_mac_state mac;   /* session mode */
     uint64_t body_len, body_limit;
     fedci_buf body;
     /* an error found while the body streams in: answered when it has ended */
@@ -69,6 +74,8 @@ typedef struct req {
     fedci_vstream vs;
     int vs_ready;
     float *buf;
+    uint8_t *enc; /* an encoded result's codec message (ResultHeader.encoding) */
+    uint64_t enc_len;
     int wait_buf;      /* queued for an update buffer */
     int buf_suspended; /* ... and its connection is suspended (pool_lock) */
     struct req *qnext;
@@ -385,6 +392,14 @@ static enum route route_of(const char *method, const char *url, req *r)
     if (get && strcmp(url, "/v1/run") == 0) return R_RUN;
     if (get && strncmp(url, "/v1/models/", 11) == 0)
         return fedci_parse_u64(url + 11, &r->version) == 0 ? R_MODEL : R_NONE;
+    if ((post || get) && strncmp(url, "/v1/tasks/", 10) == 0) { /* SecAgg: server_secagg.c */
+        const char *id = url + 10, *slash = strchr(id, '/');
+        if (slash && strcmp(slash, "/secagg") == 0 && (size_t)(slash - id) < sizeof r->task_id) {
+            memcpy(r->task_id, id, (size_t)(slash - id));
+            r->task_id[slash - id] = '\0';
+            return post ? R_SECAGG_POST : R_SECAGG_GET;
+        }
+    }
     if (post && strncmp(url, "/v1/tasks/", 10) == 0) {
         const char *id = url + 10;
         const char *slash = strchr(id, '/');
@@ -430,7 +445,7 @@ static enum MHD_Result authenticate(fedc_server *s, req *r, const char *method, 
                  now);
         return auth_fail(r, AUTH_STALE, detail);
     }
-    if (fedci_auth_verify(&r->auth, method, url) != 0) {
+    if (fedci_auth_verify_any(&r->auth, method, url) != 0) {
         snprintf(detail, sizeof detail, "client %d: signature does not verify for %s %s", id,
                  method, url);
         return auth_fail(r, AUTH_BAD_SIGNATURE, detail);
@@ -444,11 +459,21 @@ static enum MHD_Result authenticate(fedc_server *s, req *r, const char *method, 
         fedc_log(FEDC_LOG_WARN, "server", "replay cache full: refusing requests for now");
         return respond_error(r, 503, "busy", 1000);
     }
+    if (r->auth.mode == FEDCI_AUTH_MAC) {
+        uint8_t session[FEDCI_SESSION_BYTES];
+        if (fedci_session_server(s->kx_pk, s->kx_sk, r->auth.pk, session, &err) != FEDC_OK) {
+            snprintf(detail, sizeof detail, "client %d: %s", id, fedc_err_message(&err));
+            return auth_fail(r, AUTH_MALFORMED, detail);
+        }
+        fedci_mac_init(&r->mac, session, r->auth.nonce);
+        sodium_memzero(session, sizeof session);
+    } else {
+        fedci_body_hash_init(&r->hash);
+    }
     r->client = id;
     pthread_mutex_lock(&s->lock);
     if ((size_t)id < s->nseen_cap) s->last_seen_ms[id] = now;
     pthread_mutex_unlock(&s->lock);
-    fedci_body_hash_init(&r->hash);
     return MHD_YES;
 }
 
@@ -481,6 +506,27 @@ static fedc_status on_result_header(void *user, const ProtobufCMessage *m, float
     if (!isfinite(h->train_loss) && !isnan(h->train_loss))
         return fedc_err_set(err, FEDC_ERR_NONFINITE, "client %d: train_loss is infinite",
                             r->client);
+    if (h->encoding && h->encoding[0]) {
+        /* an encoded update: the chunks carry one codec message, decoded once it is whole
+         * and authenticated (answer_result) */
+        if (!s->up_codec[0] || strcmp(h->encoding, s->up_codec) != 0)
+            return fedc_err_set(err, FEDC_ERR_INVALID,
+                                "client %d: update encoded as '%.40s', the task asks for '%s'",
+                                r->client, h->encoding, s->up_codec[0] ? s->up_codec : "none");
+        if (h->encoded_bytes == 0 || h->encoded_bytes > s->max_upload)
+            return fedc_err_set(err, FEDC_ERR_RANGE,
+                                "client %d: encoded update of %" PRIu64 " bytes (limit %" PRIu64
+                                ")",
+                                r->client, h->encoded_bytes, s->max_upload);
+        r->enc = fedc_malloc((size_t)h->encoded_bytes);
+        if (!r->enc)
+            return fedc_err_set(err, FEDC_ERR_NOMEM, "out of memory for an encoded update");
+        r->enc_len = h->encoded_bytes;
+        r->vs.unit = 1;
+        *dest = (float *)(void *)r->enc;
+        *num_floats = h->encoded_bytes;
+        return FEDC_OK;
+    }
     *dest = r->buf;
     *num_floats = s->num_params;
     return FEDC_OK;
@@ -491,7 +537,9 @@ static enum MHD_Result first_call(fedc_server *s, req *r, const char *url, const
     r->route = route_of(method, url, r);
     if (r->route == R_NONE) return respond_error(r, 404, "not found", 0);
     if (r->route == R_STATUS || r->route == R_METRICS) return MHD_YES;
-    r->body_limit = r->route == R_RESULT ? s->max_upload : s->max_message;
+    r->body_limit = r->route == R_RESULT         ? s->max_upload
+                    : r->route == R_SECAGG_POST ? s->max_upload + 64 /* masked vector */
+                                                : s->max_message;
     const char *cl =
         MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
     uint64_t clen = 0;
@@ -504,6 +552,12 @@ static enum MHD_Result first_call(fedc_server *s, req *r, const char *url, const
     enum MHD_Result ar = authenticate(s, r, method, url);
     if (r->responded || ar != MHD_YES) return ar;
     if (r->route != R_RESULT) return MHD_YES;
+    if (s->secagg) { /* SecAgg rounds take masked inputs only (POST .../secagg) */
+        fedc_log(FEDC_LOG_WARN, "server", "client %d: a plain result in a SecAgg run refused",
+                 r->client);
+        atomic_fetch_add(&s->stats.results_refused, 1);
+        return respond_error(r, 409, "task is not open", 0);
+    }
 
     /* a result: the task must be this client's, in the open round, not yet accepted */
     uint32_t round, attempt, client;
@@ -548,6 +602,7 @@ static enum MHD_Result first_call(fedc_server *s, req *r, const char *url, const
     }
     fedci_vstream_init(&r->vs, FEDCI_VS_RESULT, s->max_message, s->chunk_bytes, on_result_header,
                        r);
+    r->vs.scan_finite = 1;
     r->vs_ready = 1;
     return MHD_YES;
 }
@@ -559,6 +614,7 @@ static enum MHD_Result upload_resumed(fedc_server *s, req *r)
     if (!r->buf) return respond_error(r, 503, "busy", 1000); /* stopping */
     fedci_vstream_init(&r->vs, FEDCI_VS_RESULT, s->max_message, s->chunk_bytes, on_result_header,
                        r);
+    r->vs.scan_finite = 1;
     r->vs_ready = 1;
     return MHD_YES;
 }
@@ -577,7 +633,10 @@ static void on_body(fedc_server *s, req *r, const char *data, size_t n)
         return;
     }
     if (r->route == R_STATUS || r->route == R_METRICS) return;
-    fedci_body_hash_update(&r->hash, data, n);
+    if (r->auth.mode == FEDCI_AUTH_MAC)
+        fedci_mac_update(&r->mac, data, n);
+    else
+        fedci_body_hash_update(&r->hash, data, n);
     if (r->route == R_RESULT) {
         fedc_err err;
         fedc_status st = fedci_vstream_feed(&r->vs, (const uint8_t *)data, n, &err);
@@ -627,6 +686,7 @@ static int checkin_answer(fedc_server *s, req *r, int may_wait, fedci_buf *b, fe
     Fedc__V1__ModelRef mref = FEDC__V1__MODEL_REF__INIT;
     Fedc__V1__TaskConfig tcfg = FEDC__V1__TASK_CONFIG__INIT;
     Fedc__V1__DpTask dp = FEDC__V1__DP_TASK__INIT;
+    Fedc__V1__SecAggTask satask = FEDC__V1__SEC_AGG_TASK__INIT;
     Fedc__V1__TaskConfig__SettingsEntry *entries = NULL, **eptr = NULL;
     char task_id[80];
     *st = FEDC_OK;
@@ -641,7 +701,8 @@ static int checkin_answer(fedc_server *s, req *r, int may_wait, fedci_buf *b, fe
         resp.done = &done;
     } else if (s->phase == PHASE_FIT &&
                (pos = fedci_server_selected_pos(s, (uint32_t)r->client)) >= 0 &&
-               s->parts[pos].state != TASK_ACCEPTED && s->model.resp) {
+               s->parts[pos].state != TASK_ACCEPTED && s->model.resp &&
+               (!s->secagg || fedci_secagg_task(s, pos, &satask))) {
         if (s->parts[pos].state == TASK_SELECTED) s->parts[pos].state = TASK_ISSUED;
         fedci_task_id(s, s->round, s->attempt, (uint32_t)r->client, task_id, sizeof task_id);
         fill_model_ref(s, &mref);
@@ -686,6 +747,11 @@ static int checkin_answer(fedc_server *s, req *r, int may_wait, fedci_buf *b, fe
         task.deadline_ms = s->deadline_wall_ms > now ? s->deadline_wall_ms - now : 0;
         task.max_upload_bytes = s->max_upload;
         task.chunk_bytes = s->chunk_bytes;
+        if (!s->secagg) { /* SecAgg's own quantizer is the upload encoding */
+            task.upload_encoding = s->up_codec;
+            task.error_feedback = s->up_ef;
+        }
+        if (s->secagg) task.secagg = &satask;
         resp.reply_case = FEDC__V1__CHECKIN_RESPONSE__REPLY_TASK;
         resp.task = &task;
     } else if (may_wait) {
@@ -799,6 +865,9 @@ static enum MHD_Result answer_run(fedc_server *s, req *r)
     ri.settings = eptr;
     ri.max_message_bytes = (uint32_t)s->max_message;
     ri.chunk_bytes = s->chunk_bytes;
+    ri.session_key.data = s->kx_pk;
+    ri.session_key.len = sizeof s->kx_pk;
+    ri.protocol_revision = FEDCI_PROTOCOL_REVISION;
     enum MHD_Result rc = respond_msg(r, &ri.base);
     fedc_free(entries);
     fedc_free(eptr);
@@ -825,12 +894,31 @@ static enum MHD_Result answer_model(fedc_server *s, req *r)
         pthread_mutex_unlock(&s->lock);
         return respond(r, 304, NULL, "", 0, etag, 0);
     }
+    /* an exact delta from the version the client holds (its If-None-Match), when it accepts
+     * one (RFC 3229: A-IM names the delta format; the answer is 226 IM Used) and we have one */
+    const char *aim = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, "A-IM");
+    if (inm && aim && strstr(aim, FEDCI_XDELTA_IM)) {
+        for (size_t i = 0; i < s->ndeltas; i++) {
+            if (strcmp(inm, s->deltas[i].base_etag) != 0) continue;
+            enum MHD_Result rc = MHD_queue_response(r->conn, 226, s->deltas[i].resp);
+            uint64_t size = s->deltas[i].size, full = s->model.size;
+            pthread_mutex_unlock(&s->lock);
+            r->responded = 1;
+            count_http(s, 226);
+            atomic_fetch_add(&s->stats.bytes_out, size);
+            atomic_fetch_add(&s->round_bytes_down, size);
+            atomic_fetch_add(&s->round_bytes_down_full, full);
+            return rc;
+        }
+    }
     enum MHD_Result rc = MHD_queue_response(r->conn, 200, s->model.resp);
     uint64_t size = s->model.size;
     pthread_mutex_unlock(&s->lock);
     r->responded = 1;
     count_http(s, 200);
     atomic_fetch_add(&s->stats.bytes_out, size);
+    atomic_fetch_add(&s->round_bytes_down, size);
+    atomic_fetch_add(&s->round_bytes_down_full, size);
     return rc;
 }
 
@@ -854,11 +942,37 @@ static enum MHD_Result answer_result(fedc_server *s, req *r)
     fedc_err err;
     fedc_status st = fedci_vstream_finish(&r->vs, &err);
     const Fedc__V1__ResultHeader *h = (const Fedc__V1__ResultHeader *)r->vs.header;
-    if (st == FEDC_OK) {
-        ptrdiff_t bad = fedc_vec_find_nonfinite(s->num_params, r->buf);
-        if (bad >= 0)
-            st = fedc_err_set(&err, FEDC_ERR_NONFINITE, "update value %td is %s", bad,
-                              isnan(r->buf[bad]) ? "NaN" : "infinite");
+    int malformed = 0;
+    if (st == FEDC_OK && r->enc) {
+        /* decode the update the client encoded; any workspace decodes any message, one per
+         * request (MHD threads run requests concurrently) */
+        fedc_codec_header ch;
+        fedc_codec_spec want;
+        fedc_codec *cd = NULL;
+        st = fedc_codec_peek(r->enc, (size_t)r->enc_len, &ch, &err);
+        if (st == FEDC_OK && fedc_codec_parse(s->up_codec, &want, NULL) == FEDC_OK &&
+            (ch.sparse != want.sparse || ch.values != want.values ||
+             (ch.flags & FEDC_CODEC_FLAG_DELTA)))
+            st = fedc_err_set(&err, FEDC_ERR_FORMAT,
+                              "the message's stages (sparsifier %d, values %d%s) are not those of "
+                              "'%s'",
+                              (int)ch.sparse, (int)ch.values,
+                              ch.flags & FEDC_CODEC_FLAG_DELTA ? ", delta" : "", s->up_codec);
+        if (st == FEDC_OK) st = fedc_codec_create_str("none", &cd, &err);
+        if (st == FEDC_OK)
+            st = fedc_codec_decode(cd, r->enc, (size_t)r->enc_len, r->buf, s->num_params, &err);
+        fedc_codec_destroy(cd);
+        if (st != FEDC_OK && st != FEDC_ERR_NOMEM) {
+            malformed = 1;
+            fedc_err e2 = err;
+            st = fedc_err_set(&err, FEDC_ERR_FORMAT, "malformed encoded update (%s): %s",
+                              s->up_codec, fedc_err_message(&e2));
+        }
+    } else if (st == FEDC_OK && r->vs.nonfinite_at != UINT64_MAX) {
+        /* found while the chunks were copied (fedci_vstream.scan_finite) */
+        uint64_t bad = r->vs.nonfinite_at;
+        st = fedc_err_set(&err, FEDC_ERR_NONFINITE, "update value %" PRIu64 " is %s", bad,
+                          isnan(r->buf[bad]) ? "NaN" : "infinite");
     }
     double norm = 0;
     if (st == FEDC_OK && s->max_norm > 0) {
@@ -868,7 +982,9 @@ static enum MHD_Result answer_result(fedc_server *s, req *r)
                               norm, s->max_norm);
     }
     if (st != FEDC_OK) {
-        unsigned code = st == FEDC_ERR_RANGE && s->max_norm > 0 && norm > 0 ? 422 : status_http(st);
+        unsigned code = malformed || (st == FEDC_ERR_RANGE && s->max_norm > 0 && norm > 0)
+                            ? 422
+                            : status_http(st);
         fedc_log(FEDC_LOG_WARN, "server", "client %d: result for round %u refused: %s", r->client,
                  r->t_round, fedc_err_message(&err));
         atomic_fetch_add(&s->stats.results_refused, 1);
@@ -890,14 +1006,25 @@ static enum MHD_Result answer_result(fedc_server *s, req *r)
     long pos = -1;
     if (s->phase != PHASE_FIT || r->t_round != s->round || r->t_attempt != s->attempt ||
         (pos = fedci_server_selected_pos(s, (uint32_t)r->client)) < 0 ||
-        s->parts[pos].state == TASK_ACCEPTED || s->accepted >= s->target) {
+        s->parts[pos].state == TASK_ACCEPTED || s->parts[pos].submitting ||
+        s->accepted + s->submitting >= s->target) {
         code = 409;
     } else {
+        /* the fold runs outside the server lock (check-ins, authentication and other uploads
+         * go on meanwhile); the slot is reserved, and the round driver waits for reserved
+         * slots before it closes the round */
+        s->parts[pos].submitting = 1;
+        s->submitting++;
+        pthread_mutex_unlock(&s->lock);
         fedc_err serr;
         double fit_s = isfinite(h->fit_seconds) && h->fit_seconds >= 0 ? h->fit_seconds : 0;
         fedc_dp_client_report rep = {h->dp ? h->dp->unclipped : 1};
         st = fedc_engine_submit_dp(s->engine, (uint32_t)r->client, &out, h->dp ? &rep : NULL, fit_s,
                                    &serr);
+        pthread_mutex_lock(&s->lock);
+        s->parts[pos].submitting = 0;
+        s->submitting--;
+        pthread_cond_broadcast(&s->cond);
         part_info *p = &s->parts[pos];
         if (st == FEDC_OK) {
             p->state = TASK_ACCEPTED;
@@ -907,6 +1034,7 @@ static enum MHD_Result answer_result(fedc_server *s, req *r)
             p->train_loss = h->train_loss;
             p->fit_seconds = fit_s;
             p->bytes_up = r->body_len;
+            atomic_fetch_add(&s->round_bytes_up, r->body_len);
             s->accepted++;
             pthread_cond_broadcast(&s->cond);
         } else {
@@ -936,6 +1064,28 @@ static enum MHD_Result answer_result(fedc_server *s, req *r)
     Fedc__V1__ResultAck ack = FEDC__V1__RESULT_ACK__INIT;
     ack.accepted = 1;
     return respond_msg(r, &ack.base);
+}
+
+/* SecAgg+ stage messages (server_secagg.c). */
+static enum MHD_Result answer_secagg(fedc_server *s, req *r)
+{
+    char why[64] = "";
+    if (!s->secagg) return respond_error(r, 404, "not found", 0);
+    if (r->route == R_SECAGG_POST) {
+        unsigned code = fedci_secagg_post(s, r->client, r->task_id, r->body.data, r->body.len,
+                                          why, sizeof why);
+        if (code != 200) return respond_error(r, code, why, code == 503 ? 1000 : 0);
+        Fedc__V1__ResultAck ack = FEDC__V1__RESULT_ACK__INIT;
+        ack.accepted = 1;
+        return respond_msg(r, &ack.base);
+    }
+    fedci_buf b = {0};
+    unsigned code = fedci_secagg_get(s, r->client, r->task_id, &b, why, sizeof why);
+    enum MHD_Result rc = code == 200
+                             ? respond(r, 200, FEDCI_CT_MESSAGE, b.data, b.len, NULL, 0)
+                             : respond_error(r, code, why, code == 503 ? 1000 : 0);
+    fedci_buf_fini(&b);
+    return rc;
 }
 
 static enum MHD_Result answer_status(fedc_server *s, req *r)
@@ -1099,17 +1249,25 @@ static enum MHD_Result on_complete(fedc_server *s, req *r)
     if (r->route == R_STATUS) return answer_status(s, r);
     if (r->route == R_METRICS) return answer_metrics(s, r);
     if (!r->parsed && !r->woken) {
-        uint8_t h[FEDCI_HASH_BYTES];
-        fedci_body_hash_final(&r->hash, h);
-        if (sodium_memcmp(h, r->auth.body_hash, sizeof h) != 0) {
+        int match;
+        if (r->auth.mode == FEDCI_AUTH_MAC) {
+            uint8_t tag[FEDCI_MAC_BYTES];
+            fedci_mac_final(&r->mac, tag);
+            match = sodium_memcmp(tag, r->auth.mac, sizeof tag) == 0;
+        } else {
+            uint8_t h[FEDCI_HASH_BYTES];
+            fedci_body_hash_final(&r->hash, h);
+            match = sodium_memcmp(h, r->auth.body_hash, sizeof h) == 0;
+        }
+        if (!match) {
             if (r->buf) {
                 buf_give(s, r->buf);
                 r->buf = NULL;
             }
             char d[96];
             snprintf(d, sizeof d,
-                     "client %d: body does not match its signed hash (%" PRIu64 " bytes)",
-                     r->client, r->body_len);
+                     "client %d: body does not match its signed %s (%" PRIu64 " bytes)", r->client,
+                     r->auth.mode == FEDCI_AUTH_MAC ? "MAC" : "hash", r->body_len);
             return auth_fail(r, AUTH_BODY_MISMATCH, d);
         }
     }
@@ -1118,6 +1276,8 @@ static enum MHD_Result on_complete(fedc_server *s, req *r)
     case R_RUN: return answer_run(s, r);
     case R_MODEL: return answer_model(s, r);
     case R_RESULT: return answer_result(s, r);
+    case R_SECAGG_POST:
+    case R_SECAGG_GET: return answer_secagg(s, r);
     default: return respond_error(r, 404, "not found", 0);
     }
 }
@@ -1165,6 +1325,8 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **req_cls,
     if (r->wait_buf) buf_unqueue(s, r);
     if (r->buf) buf_give(s, r->buf);
     if (r->vs_ready) fedci_vstream_fini(&r->vs);
+    fedci_mac_free(&r->mac); /* a body refused before its MAC was finalised */
+    fedc_free(r->enc);
     fedci_buf_fini(&r->body);
     fedc_free(r);
     *req_cls = NULL;
@@ -1180,16 +1342,142 @@ static void mhd_log(void *cls, const char *fmt, va_list ap)
     fedc_log(FEDC_LOG_INFO, "http", "%s", msg);
 }
 
+static void free_deltas(delta_resp *d, size_t n)
+{
+    for (size_t i = 0; i < n; i++) MHD_destroy_response(d[i].resp);
+    fedc_free(d);
+}
+
+/*
+ * Exact delta downloads (compress.download_delta; docs/COMPRESSION.md): one response per kept
+ * base version older than `version`, from what clients of that version hold to `held` (what
+ * clients of `version` will hold, SHA-256 `sha`), kept only when smaller than the full
+ * response (full_size bytes); then `held` joins the bases (the oldest leaves past
+ * compress.delta_versions). hdr is the full response's header, reused with the delta fields.
+ * Publisher only (s->bases is not shared); the caller swaps the responses in under the lock.
+ */
+static fedc_status build_deltas(fedc_server *s, uint64_t version, const float *held,
+                                const char *sha, Fedc__V1__ModelHeader *hdr, uint64_t full_size,
+                                delta_resp **out, size_t *nout, fedc_err *err)
+{
+    *out = NULL;
+    *nout = 0;
+    size_t n = s->num_params;
+    if (!s->bases && !(s->bases = fedc_calloc(s->delta_keep, sizeof *s->bases)))
+        return fedc_err_set(err, FEDC_ERR_NOMEM, "out of memory for the delta bases");
+    delta_resp *d = fedc_calloc(s->nbases ? s->nbases : 1, sizeof *d);
+    fedc_codec *xc = NULL;
+    fedc_status st = d ? fedc_codec_create_str("none", &xc, err)
+                       : fedc_err_set(err, FEDC_ERR_NOMEM, "out of memory for the deltas");
+    size_t k = 0;
+    for (size_t i = 0; st == FEDC_OK && i < s->nbases; i++) {
+        const delta_base *bs = &s->bases[i];
+        if (bs->version >= version || strcmp(bs->sha256, sha) == 0) continue;
+        const uint8_t *msg;
+        size_t len;
+        st = fedc_codec_xdelta_encode(xc, bs->model, held, n, bs->version, version, bs->sha256,
+                                      sha, FEDC_XDELTA_SHUFFLE, 3, &msg, &len, err);
+        if (st != FEDC_OK) break;
+        hdr->encoding = (char *)FEDCI_XDELTA_ENCODING;
+        hdr->encoded_bytes = len;
+        hdr->base_version = bs->version;
+        fedci_buf db = {0};
+        /* the stream's size is in its own header: encode until it is stable */
+        uint64_t size = 0;
+        for (int it = 0; it < 4 && st == FEDC_OK; it++) {
+            hdr->model->size_bytes = size;
+            db.len = 0;
+            st = fedci_vstream_encode_bytes(&hdr->base, msg, len, s->chunk_bytes, &db, err);
+            if (db.len == size) break;
+            size = db.len;
+        }
+        if (st != FEDC_OK || db.len >= full_size) { /* not smaller: the full model serves */
+            fedci_buf_fini(&db);
+            continue;
+        }
+        struct MHD_Response *resp =
+            MHD_create_response_from_buffer_with_free_callback(db.len, db.data, fedc_free);
+        if (!resp) {
+            fedci_buf_fini(&db);
+            st = fedc_err_set(err, FEDC_ERR_NOMEM, "out of memory for a delta response");
+            break;
+        }
+        char etag[70], base_etag[70];
+        snprintf(etag, sizeof etag, "\"%s\"", sha);
+        snprintf(base_etag, sizeof base_etag, "\"%s\"", bs->sha256);
+        MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, FEDCI_CT_STREAM);
+        MHD_add_response_header(resp, MHD_HTTP_HEADER_ETAG, etag);
+        MHD_add_response_header(resp, "IM", FEDCI_XDELTA_IM);
+        MHD_add_response_header(resp, "Delta-Base", base_etag);
+        MHD_add_response_header(resp, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store");
+        d[k].base_version = bs->version;
+        memcpy(d[k].base_etag, base_etag, sizeof base_etag);
+        d[k].size = db.len;
+        d[k].resp = resp;
+        k++;
+    }
+    fedc_codec_destroy(xc);
+    if (st == FEDC_OK && !(s->nbases && s->bases[s->nbases - 1].version >= version)) {
+        /* held joins the bases, the oldest leaving when they are full */
+        float *copy = fedc_malloc((n ? n : 1) * sizeof(float));
+        if (!copy) {
+            st = fedc_err_set(err, FEDC_ERR_NOMEM, "out of memory for a delta base");
+        } else {
+            memcpy(copy, held, n * sizeof(float));
+            if (s->nbases == s->delta_keep) {
+                fedc_free(s->bases[0].model);
+                memmove(s->bases, s->bases + 1, (s->nbases - 1) * sizeof *s->bases);
+                s->nbases--;
+            }
+            delta_base *nb = &s->bases[s->nbases++];
+            nb->version = version;
+            memcpy(nb->sha256, sha, 65);
+            nb->model = copy;
+        }
+    }
+    if (st != FEDC_OK) {
+        free_deltas(d, k);
+        return st;
+    }
+    *out = d;
+    *nout = k;
+    return FEDC_OK;
+}
+
 fedc_status fedci_server_publish_model(fedc_server *s, uint64_t version, const char *given_sha,
                                        fedc_err *err)
 {
     const float *g = fedc_engine_global(s->engine);
     const fedc_layout *lay = fedc_engine_layout(s->engine);
     char sha[65];
-    if (given_sha)
+    /* compress.download: the chunks carry the global model encoded as `fedc sim` encodes it
+     * (stream (seed, round = version + 1, any client)), and the version's hash and ETag are of
+     * what the clients decode: the model they train from */
+    fedc_codec *dc = NULL;
+    const uint8_t *msg = NULL;
+    size_t msg_len = 0;
+    float *held = NULL;
+    if (s->down_codec[0]) {
+        fedc_codec_ctx ctx = {(uint64_t)fedc_config_int(s->cfg, "run.seed"),
+                              (uint32_t)version + 1, FEDC_RNG_ANY, lay, version};
+        float *dec = fedc_malloc((s->num_params ? s->num_params : 1) * sizeof(float));
+        fedc_status est = dec ? fedc_codec_create_str(s->down_codec, &dc, err)
+                              : fedc_err_set(err, FEDC_ERR_NOMEM, "out of memory");
+        if (est == FEDC_OK)
+            est = fedc_codec_encode(dc, g, s->num_params, &ctx, &msg, &msg_len, err);
+        if (est == FEDC_OK) est = fedc_codec_decode(dc, msg, msg_len, dec, s->num_params, err);
+        if (est == FEDC_OK) fedc_vec_sha256_hex(s->num_params, dec, sha);
+        if (est != FEDC_OK) {
+            fedc_free(dec);
+            fedc_codec_destroy(dc);
+            return est;
+        }
+        held = dec; /* what the clients hold: the base of later deltas */
+    } else if (given_sha) {
         snprintf(sha, sizeof sha, "%s", given_sha);
-    else
+    } else {
         fedc_vec_sha256_hex(s->num_params, g, sha);
+    }
     Fedc__V1__ModelRef mref = FEDC__V1__MODEL_REF__INIT;
     Fedc__V1__ModelHeader hdr = FEDC__V1__MODEL_HEADER__INIT;
     Fedc__V1__TensorInfo *tis = fedc_calloc(lay->count ? lay->count : 1, sizeof *tis);
@@ -1218,22 +1506,36 @@ fedc_status fedci_server_publish_model(fedc_server *s, uint64_t version, const c
         hdr.n_tensors = lay->count;
         hdr.tensors = tptr;
         hdr.chunk_bytes = s->chunk_bytes;
+        if (msg) {
+            hdr.encoding = s->down_codec;
+            hdr.encoded_bytes = msg_len;
+        }
         /* the size goes into the header itself: encode once to learn it, then for real */
-        st = fedci_vstream_encode(&hdr.base, g, s->num_params, s->chunk_bytes, &b, err);
+        st = msg ? fedci_vstream_encode_bytes(&hdr.base, msg, msg_len, s->chunk_bytes, &b, err)
+                 : fedci_vstream_encode(&hdr.base, g, s->num_params, s->chunk_bytes, &b, err);
         if (st == FEDC_OK) {
             uint64_t size = b.len;
             for (int k = 0; k < 3 && st == FEDC_OK; k++) {
                 mref.size_bytes = size;
                 b.len = 0;
-                st = fedci_vstream_encode(&hdr.base, g, s->num_params, s->chunk_bytes, &b, err);
+                st = msg ? fedci_vstream_encode_bytes(&hdr.base, msg, msg_len, s->chunk_bytes, &b,
+                                                      err)
+                         : fedci_vstream_encode(&hdr.base, g, s->num_params, s->chunk_bytes, &b,
+                                                err);
                 if (b.len == size) break;
                 size = b.len;
             }
         }
     }
+    delta_resp *deltas = NULL;
+    size_t ndeltas = 0;
+    if (st == FEDC_OK && s->delta_keep)
+        st = build_deltas(s, version, held ? held : g, sha, &hdr, b.len, &deltas, &ndeltas, err);
     fedc_free(tis);
     fedc_free(tptr);
     fedc_free(shapes);
+    fedc_free(held);
+    fedc_codec_destroy(dc); /* msg is no longer used */
     if (st != FEDC_OK) {
         fedci_buf_fini(&b);
         return st;
@@ -1242,6 +1544,7 @@ fedc_status fedci_server_publish_model(fedc_server *s, uint64_t version, const c
         MHD_create_response_from_buffer_with_free_callback(b.len, b.data, fedc_free);
     if (!resp) {
         fedci_buf_fini(&b);
+        free_deltas(deltas, ndeltas);
         return fedc_err_set(err, FEDC_ERR_NOMEM, "out of memory for the model response");
     }
     char etag[70];
@@ -1258,8 +1561,13 @@ fedc_status fedci_server_publish_model(fedc_server *s, uint64_t version, const c
     s->model.num_params = s->num_params;
     memcpy(s->model.sha256, sha, sizeof sha);
     memcpy(s->model.etag, etag, sizeof etag);
+    delta_resp *old_deltas = s->deltas;
+    size_t old_n = s->ndeltas;
+    s->deltas = deltas;
+    s->ndeltas = ndeltas;
     pthread_mutex_unlock(&s->lock);
     if (old) MHD_destroy_response(old);
+    free_deltas(old_deltas, old_n);
     return FEDC_OK;
 }
 
@@ -1367,6 +1675,13 @@ void fedci_server_http_stop(fedc_server *s)
     }
     if (s->model.resp) MHD_destroy_response(s->model.resp);
     s->model.resp = NULL;
+    free_deltas(s->deltas, s->ndeltas);
+    s->deltas = NULL;
+    s->ndeltas = 0;
+    for (size_t i = 0; i < s->nbases; i++) fedc_free(s->bases[i].model);
+    fedc_free(s->bases);
+    s->bases = NULL;
+    s->nbases = 0;
     for (size_t i = 0; i < s->nfree; i++) fedc_free(s->free_bufs[i]);
     fedc_free(s->free_bufs);
     s->free_bufs = NULL;

@@ -41,6 +41,24 @@ typedef struct model_blob {
     struct MHD_Response *resp; /* one reference held by the server */
 } model_blob;
 
+/* Delta downloads: A-IM / IM instance-manipulation name (RFC 3229) and the ModelHeader
+ * encoding of an exact delta. */
+#define FEDCI_XDELTA_IM "fedc-xdelta"
+#define FEDCI_XDELTA_ENCODING "xdelta"
+
+/* Delta downloads: a model version clients may hold, and a delta response from it. */
+typedef struct delta_base {
+    uint64_t version;
+    char sha256[65];
+    float *model; /* num_params floats: what clients decoded */
+} delta_base;
+typedef struct delta_resp {
+    uint64_t base_version;
+    char base_etag[70];        /* the base's ETag, matched against If-None-Match */
+    uint64_t size;             /* body bytes */
+    struct MHD_Response *resp; /* one reference held by the server */
+} delta_resp;
+
 /* Replay protection: nonces seen within the clock-skew window. */
 typedef struct nonce_entry {
     uint8_t key[24]; /* nonce (16) + first 8 bytes of the public key */
@@ -55,6 +73,7 @@ typedef struct nonce_cache {
 
 typedef struct part_info {
     uint8_t state;
+    uint8_t submitting; /* its result is being folded (outside the lock) */
     char status[12]; /* for the store: accepted, refused, late, dropped */
     uint64_t num_examples;
     double train_loss, fit_seconds;
@@ -65,7 +84,7 @@ typedef struct part_info {
 struct req;
 
 /* Counters for GET /metrics. */
-#define FEDCI_HTTP_CODES 10
+#define FEDCI_HTTP_CODES 11
 #define FEDCI_AUTH_REASONS 7
 typedef struct server_stats {
     atomic_ullong http[FEDCI_HTTP_CODES];        /* by status code (server_http.c's table) */
@@ -123,6 +142,7 @@ struct fedc_server {
     size_t nselected;
     part_info *parts; /* per position in selected */
     uint32_t accepted, refused;
+    uint32_t submitting; /* results being folded now (server_http.c); the round closes after */
     double round_t0, round_deadline; /* monotonic seconds */
     uint64_t deadline_wall_ms;
     double prox_mu, lr;
@@ -143,8 +163,28 @@ struct fedc_server {
     char final_sha[65];
 
     nonce_cache nonces;
+    /* compression (docs/COMPRESSION.md): canonical codec specs ("" = float32), error feedback
+     * on the clients, and the round's wire bytes (accepted results, model downloads) */
+    char up_codec[128], down_codec[128];
+    int up_ef;
+    atomic_ullong round_bytes_up, round_bytes_down;
+    /* exact delta downloads (compress.download_delta; server_http.c): the last delta_keep
+     * (0: off) models as clients hold them, oldest first (publisher only); under lock, the
+     * delta responses from each of them to the served version; what the round's downloads
+     * would have cost as full models */
+    size_t delta_keep, nbases, ndeltas;
+    struct delta_base *bases;
+    struct delta_resp *deltas;
+    atomic_ullong round_bytes_down_full;
+    /* session MACs (docs/PROTOCOL.md, "Signing"): this run's X25519 key pair; kx_sk points to
+     * sodium_malloc memory */
+    uint8_t kx_pk[FEDCI_KX_BYTES];
+    uint8_t *kx_sk;
     server_stats stats;
     volatile sig_atomic_t stop;
+    /* SecAgg+ rounds (server_secagg.c); NULL when secagg.enabled is false. Its round state is
+     * read and written under s->lock. */
+    struct fedci_secagg *secagg;
 };
 
 /* server_http.c */
@@ -171,5 +211,36 @@ int fedci_task_id_parse(const fedc_server *s, const char *id, uint32_t *round, u
 void fedci_server_sort_allow(fedc_server *s);
 /* Position of client in the open round's selection, or -1. Lock held. */
 long fedci_server_selected_pos(const fedc_server *s, uint32_t client);
+
+/* ---- server_secagg.c: SecAgg+ rounds over HTTP (docs/SECAGG.md, "Deployment") ----
+ * The secagg id of a selected client is its position in s->selected. */
+/* At creation, after the engine: s->secagg stays NULL unless secagg.enabled; refuses what
+ * cannot run under secure aggregation (fedci_secagg_conf_init). Errors: FEDC_ERR_CONFIG,
+ * FEDC_ERR_CRYPTO, FEDC_ERR_NOMEM. */
+fedc_status fedci_secagg_create(fedc_server *s, fedc_err *err);
+void fedci_secagg_destroy(fedc_server *s);
+/* Round driver, lock held, once the selection is in s->selected: starts the protocol (a fresh
+ * public seed, the keys table). On failure the round runs without it and aborts. */
+void fedci_secagg_open(fedc_server *s);
+/* Round driver, lock held, every tick: closes the stage being collected when every live
+ * client answered or its deadline passed. 1 when the protocol is over (done or aborted). */
+int fedci_secagg_tick(fedc_server *s);
+/* Round driver, lock NOT held, after the wait: hands the unmasked sum to the engine (or
+ * nothing, when the protocol aborted: the round then misses its quorum), records each
+ * participant's outcome, wipes the round's secrets. Errors (fatal): FEDC_ERR_NOMEM. */
+fedc_status fedci_secagg_finish(fedc_server *s, fedc_err *err);
+/* After fedc_engine_round_end: the record's participants are the protocol's survivors. */
+void fedci_secagg_record(const fedc_server *s, fedc_round_record *rec);
+/* Check-in, lock held: fills t for the selected client at pos (pointers into server memory,
+ * valid while the lock is held). 0 when the client cannot take part any more (it missed the
+ * first stage, or the protocol is over). */
+int fedci_secagg_task(fedc_server *s, long pos, Fedc__V1__SecAggTask *t);
+/* POST /v1/tasks/{task_id}/secagg from authenticated `client`: the HTTP status (200 = taken)
+ * and, otherwise, a short reason for the wire in why. Lock NOT held. */
+unsigned fedci_secagg_post(fedc_server *s, int client, const char *task_id, const uint8_t *body,
+                           size_t len, char *why, size_t why_size);
+/* GET /v1/tasks/{task_id}/secagg: 200 with a packed SecAggMessage in out, or a refusal. */
+unsigned fedci_secagg_get(fedc_server *s, int client, const char *task_id, fedci_buf *out,
+                          char *why, size_t why_size);
 
 #endif

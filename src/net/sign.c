@@ -1,7 +1,8 @@
 /*
  * Ed25519 identities and request signing (libsodium): key generation and key files, the
  * Authorization header's format and strict parser, signatures over method, path, timestamp,
- * nonce and body hash. Contracts in fedc/net.h and sign.h.
+ * nonce and body hash; session keys and Poly1305 body MACs (OpenSSL's libcrypto when built
+ * with FEDC_WITH_OPENSSL, else libsodium; same tags). Contracts in fedc/net.h and sign.h.
  */
 #include "net/sign.h"
 
@@ -16,6 +17,10 @@
 #include <unistd.h>
 
 #include "net/wire.h"
+
+#if FEDC_HAVE_LIBCRYPTO
+#include <openssl/evp.h>
+#endif
 
 struct fedc_key {
     uint8_t sk[crypto_sign_SECRETKEYBYTES]; /* seed || public key */
@@ -220,36 +225,75 @@ fedc_status fedc_key_read(const char *path, fedc_key **out, fedc_err *err)
 
 /* ---- the Authorization header ---- */
 
-static size_t auth_message(const char *method, const char *path, uint64_t ts,
-                           const uint8_t nonce[FEDCI_NONCE_BYTES],
-                           const uint8_t body[FEDCI_HASH_BYTES], char *out, size_t size)
+/* The signed text: hash mode binds the body's hash, session mode its MAC tag (a different
+ * prefix, so that a signature of one mode never verifies in the other). */
+static size_t auth_message(const fedci_auth *a, const char *method, const char *path, char *out,
+                           size_t size)
 {
     char nh[2 * FEDCI_NONCE_BYTES + 1], bh[2 * FEDCI_HASH_BYTES + 1];
-    sodium_bin2hex(nh, sizeof nh, nonce, FEDCI_NONCE_BYTES);
-    sodium_bin2hex(bh, sizeof bh, body, FEDCI_HASH_BYTES);
-    int n = snprintf(out, size, "fedc-v1\n%s\n%s\n%" PRIu64 "\n%s\n%s", method, path, ts, nh, bh);
+    sodium_bin2hex(nh, sizeof nh, a->nonce, FEDCI_NONCE_BYTES);
+    if (a->mode == FEDCI_AUTH_MAC)
+        sodium_bin2hex(bh, sizeof bh, a->mac, FEDCI_MAC_BYTES);
+    else
+        sodium_bin2hex(bh, sizeof bh, a->body_hash, FEDCI_HASH_BYTES);
+    int n = snprintf(out, size, "%s\n%s\n%s\n%" PRIu64 "\n%s\n%s",
+                     a->mode == FEDCI_AUTH_MAC ? "fedc-v1-mac" : "fedc-v1", method, path, a->ts_ms,
+                     nh, bh);
     if (n < 0) return 0;
     return (size_t)n < size ? (size_t)n : size - 1;
+}
+
+void fedci_auth_begin(const fedc_key *key, uint64_t ts_ms, fedci_auth *a)
+{
+    memset(a, 0, sizeof *a);
+    memcpy(a->pk, key->pk, sizeof a->pk);
+    a->ts_ms = ts_ms;
+    randombytes_buf(a->nonce, sizeof a->nonce);
+}
+
+static void auth_finish(const fedc_key *key, const char *method, const char *path, fedci_auth *a)
+{
+    char msg[2048];
+    size_t n = auth_message(a, method, path, msg, sizeof msg);
+    crypto_sign_detached(a->sig, NULL, (const unsigned char *)msg, n, key->sk);
 }
 
 void fedci_auth_sign(const fedc_key *key, const char *method, const char *path,
                      const uint8_t body_hash[FEDCI_HASH_BYTES], uint64_t ts_ms, fedci_auth *a)
 {
-    memcpy(a->pk, key->pk, sizeof a->pk);
-    a->ts_ms = ts_ms;
-    randombytes_buf(a->nonce, sizeof a->nonce);
+    fedci_auth_begin(key, ts_ms, a);
+    a->mode = FEDCI_AUTH_HASH;
     memcpy(a->body_hash, body_hash, FEDCI_HASH_BYTES);
+    auth_finish(key, method, path, a);
+}
+
+void fedci_auth_finish_mac(const fedc_key *key, const char *method, const char *path,
+                           fedci_auth *a)
+{
+    a->mode = FEDCI_AUTH_MAC;
+    auth_finish(key, method, path, a);
+}
+
+static int verify_mode(const fedci_auth *a, fedci_auth_mode mode, const char *method,
+                       const char *path)
+{
     char msg[2048];
-    size_t n = auth_message(method, path, ts_ms, a->nonce, a->body_hash, msg, sizeof msg);
-    crypto_sign_detached(a->sig, NULL, (const unsigned char *)msg, n, key->sk);
+    if (strlen(path) > 1024 || strlen(method) > 16) return -1;
+    fedci_auth x = *a;
+    x.mode = mode;
+    size_t n = auth_message(&x, method, path, msg, sizeof msg);
+    return crypto_sign_verify_detached(a->sig, (const unsigned char *)msg, n, a->pk) == 0 ? 0 : -1;
 }
 
 int fedci_auth_verify(const fedci_auth *a, const char *method, const char *path)
 {
-    char msg[2048];
-    if (strlen(path) > 1024 || strlen(method) > 16) return -1;
-    size_t n = auth_message(method, path, a->ts_ms, a->nonce, a->body_hash, msg, sizeof msg);
-    return crypto_sign_verify_detached(a->sig, (const unsigned char *)msg, n, a->pk) == 0 ? 0 : -1;
+    return verify_mode(a, FEDCI_AUTH_HASH, method, path);
+}
+
+int fedci_auth_verify_any(const fedci_auth *a, const char *method, const char *path)
+{
+    return verify_mode(a, a->mode == FEDCI_AUTH_MAC ? FEDCI_AUTH_MAC : FEDCI_AUTH_HASH, method,
+                       path);
 }
 
 void fedci_auth_format(const fedci_auth *a, char *out, size_t size)
@@ -258,10 +302,13 @@ void fedci_auth_format(const fedci_auth *a, char *out, size_t size)
         bh[2 * FEDCI_HASH_BYTES + 1], sg[2 * FEDCI_SIG_BYTES + 1];
     sodium_bin2hex(pk, sizeof pk, a->pk, sizeof a->pk);
     sodium_bin2hex(nh, sizeof nh, a->nonce, sizeof a->nonce);
-    sodium_bin2hex(bh, sizeof bh, a->body_hash, sizeof a->body_hash);
+    if (a->mode == FEDCI_AUTH_MAC)
+        sodium_bin2hex(bh, sizeof bh, a->mac, sizeof a->mac);
+    else
+        sodium_bin2hex(bh, sizeof bh, a->body_hash, sizeof a->body_hash);
     sodium_bin2hex(sg, sizeof sg, a->sig, sizeof a->sig);
-    snprintf(out, size, FEDCI_AUTH_SCHEME " key=%s, ts=%" PRIu64 ", nonce=%s, body=%s, sig=%s", pk,
-             a->ts_ms, nh, bh, sg);
+    snprintf(out, size, FEDCI_AUTH_SCHEME " key=%s, ts=%" PRIu64 ", nonce=%s, %s=%s, sig=%s", pk,
+             a->ts_ms, nh, a->mode == FEDCI_AUTH_MAC ? "mac" : "body", bh, sg);
 }
 
 fedc_status fedci_auth_parse(const char *value, size_t len, fedci_auth *out, fedc_err *err)
@@ -279,8 +326,8 @@ fedc_status fedci_auth_parse(const char *value, size_t len, fedci_auth *out, fed
     const size_t slen = sizeof FEDCI_AUTH_SCHEME - 1;
     if (len <= slen || strncasecmp(buf, FEDCI_AUTH_SCHEME, slen) != 0 || buf[slen] != ' ')
         return fedc_err_set(err, FEDC_ERR_FORMAT, "Authorization scheme is not " FEDCI_AUTH_SCHEME);
-    static const char *const names[5] = {"key", "ts", "nonce", "body", "sig"};
-    int seen[5] = {0};
+    static const char *const names[6] = {"key", "ts", "nonce", "body", "sig", "mac"};
+    int seen[6] = {0};
     const char *p = buf + slen;
     for (;;) {
         while (*p == ' ') p++;
@@ -296,7 +343,7 @@ fedc_status fedci_auth_parse(const char *value, size_t len, fedci_auth *out, fed
         while (*p && *p != ',' && *p != ' ') p++;
         size_t vlen = (size_t)(p - val);
         int which = -1;
-        for (int i = 0; i < 5; i++)
+        for (int i = 0; i < 6; i++)
             if (nlen == strlen(names[i]) && strncmp(name, names[i], nlen) == 0) which = i;
         if (which < 0)
             return fedc_err_set(err, FEDC_ERR_FORMAT, "Authorization: unknown parameter '%.*s'",
@@ -321,7 +368,8 @@ fedc_status fedci_auth_parse(const char *value, size_t len, fedci_auth *out, fed
         }
         case 2: bad = hex_exact(val, vlen, out->nonce, sizeof out->nonce); break;
         case 3: bad = hex_exact(val, vlen, out->body_hash, sizeof out->body_hash); break;
-        default: bad = hex_exact(val, vlen, out->sig, sizeof out->sig); break;
+        case 4: bad = hex_exact(val, vlen, out->sig, sizeof out->sig); break;
+        default: bad = hex_exact(val, vlen, out->mac, sizeof out->mac); break;
         }
         if (bad)
             return fedc_err_set(err, FEDC_ERR_FORMAT, "Authorization: malformed '%s' value",
@@ -333,8 +381,15 @@ fedc_status fedci_auth_parse(const char *value, size_t len, fedci_auth *out, fed
                                 (size_t)(p - buf));
         p++;
     }
+    if (seen[3] && seen[5])
+        return fedc_err_set(err, FEDC_ERR_FORMAT,
+                            "Authorization: both 'body' and 'mac' (one of the two is expected)");
+    if (!seen[3] && !seen[5])
+        return fedc_err_set(err, FEDC_ERR_FORMAT,
+                            "Authorization: parameter 'body' (or 'mac') is missing");
+    out->mode = seen[5] ? FEDCI_AUTH_MAC : FEDCI_AUTH_HASH;
     for (int i = 0; i < 5; i++)
-        if (!seen[i])
+        if (i != 3 && !seen[i])
             return fedc_err_set(err, FEDC_ERR_FORMAT, "Authorization: parameter '%s' is missing",
                                 names[i]);
     return FEDC_OK;
@@ -360,4 +415,132 @@ void fedci_body_hash_update(fedci_hash_state *st, const void *data, size_t n)
 void fedci_body_hash_final(fedci_hash_state *st, uint8_t out[FEDCI_HASH_BYTES])
 {
     crypto_generichash_final(st, out, FEDCI_HASH_BYTES);
+}
+
+/* ---- session keys and body MACs ---- */
+
+void fedci_kx_keypair(uint8_t pk[FEDCI_KX_BYTES], uint8_t sk[FEDCI_KX_BYTES])
+{
+    crypto_kx_keypair(pk, sk);
+}
+
+fedc_status fedci_session_client(const fedc_key *key, const uint8_t server_pk[FEDCI_KX_BYTES],
+                                 uint8_t session[FEDCI_SESSION_BYTES], fedc_err *err)
+{
+    uint8_t xsk[crypto_scalarmult_curve25519_BYTES], xpk[crypto_scalarmult_curve25519_BYTES];
+    uint8_t rx[crypto_kx_SESSIONKEYBYTES];
+    fedc_status st = FEDC_OK;
+    if (crypto_sign_ed25519_sk_to_curve25519(xsk, key->sk) != 0 ||
+        crypto_scalarmult_curve25519_base(xpk, xsk) != 0 ||
+        crypto_kx_client_session_keys(rx, session, xpk, xsk, server_pk) != 0)
+        st = fedc_err_set(err, FEDC_ERR_CRYPTO,
+                          "the server's session key is not a usable X25519 public key");
+    sodium_memzero(xsk, sizeof xsk);
+    sodium_memzero(rx, sizeof rx);
+    return st;
+}
+
+fedc_status fedci_session_server(const uint8_t server_pk[FEDCI_KX_BYTES],
+                                 const uint8_t server_sk[FEDCI_KX_BYTES],
+                                 const uint8_t client_pk[FEDC_KEY_PUBLIC_BYTES],
+                                 uint8_t session[FEDCI_SESSION_BYTES], fedc_err *err)
+{
+    uint8_t xpk[crypto_scalarmult_curve25519_BYTES], tx[crypto_kx_SESSIONKEYBYTES];
+    fedc_status st = FEDC_OK;
+    if (crypto_sign_ed25519_pk_to_curve25519(xpk, client_pk) != 0 ||
+        crypto_kx_server_session_keys(session, tx, server_pk, server_sk, xpk) != 0)
+        st = fedc_err_set(err, FEDC_ERR_CRYPTO,
+                          "no session key with this client key (not a usable Curve25519 point)");
+    sodium_memzero(tx, sizeof tx);
+    return st;
+}
+
+#define MAC_CONTEXT "fedc-v1 body mac"
+
+/* OpenSSL's Poly1305, fetched once per process (NULL when libfedc is built without libcrypto
+ * or the provider has none: the libsodium path). */
+#if FEDC_HAVE_LIBCRYPTO
+static pthread_once_t ossl_once = PTHREAD_ONCE_INIT;
+static EVP_MAC *ossl_poly1305;
+static void do_ossl_fetch(void) { ossl_poly1305 = EVP_MAC_fetch(NULL, "POLY1305", NULL); }
+static EVP_MAC *ossl_mac(void)
+{
+    pthread_once(&ossl_once, do_ossl_fetch);
+    return ossl_poly1305;
+}
+#endif
+
+const char *fedci_mac_impl(void)
+{
+#if FEDC_HAVE_LIBCRYPTO
+    if (ossl_mac()) return "openssl";
+#endif
+    return "libsodium";
+}
+
+void fedci_mac_init_with(fedci_mac_state *st, const uint8_t session[FEDCI_SESSION_BYTES],
+                         const uint8_t nonce[FEDCI_NONCE_BYTES], int use_openssl)
+{
+    uint8_t in[sizeof MAC_CONTEXT - 1 + FEDCI_NONCE_BYTES];
+    uint8_t otk[crypto_onetimeauth_KEYBYTES];
+    memcpy(in, MAC_CONTEXT, sizeof MAC_CONTEXT - 1);
+    memcpy(in + sizeof MAC_CONTEXT - 1, nonce, FEDCI_NONCE_BYTES);
+    crypto_generichash(otk, sizeof otk, in, sizeof in, session, FEDCI_SESSION_BYTES);
+    st->ossl = NULL;
+    st->ossl_failed = 0;
+#if FEDC_HAVE_LIBCRYPTO
+    EVP_MAC *mac = use_openssl ? ossl_mac() : NULL;
+    EVP_MAC_CTX *ctx = mac ? EVP_MAC_CTX_new(mac) : NULL;
+    if (ctx && EVP_MAC_init(ctx, otk, sizeof otk, NULL) == 1)
+        st->ossl = ctx;
+    else
+        EVP_MAC_CTX_free(ctx); /* NULL-safe; fall back to libsodium */
+#else
+    (void)use_openssl;
+#endif
+    if (!st->ossl) crypto_onetimeauth_init(&st->sodium, otk);
+    sodium_memzero(otk, sizeof otk);
+}
+
+void fedci_mac_init(fedci_mac_state *st, const uint8_t session[FEDCI_SESSION_BYTES],
+                    const uint8_t nonce[FEDCI_NONCE_BYTES])
+{
+    fedci_mac_init_with(st, session, nonce, 1);
+}
+
+void fedci_mac_update(fedci_mac_state *st, const void *data, size_t n)
+{
+#if FEDC_HAVE_LIBCRYPTO
+    if (st->ossl) {
+        if (n && EVP_MAC_update(st->ossl, data, n) != 1) st->ossl_failed = 1;
+        return;
+    }
+#endif
+    crypto_onetimeauth_update(&st->sodium, data, n);
+}
+
+void fedci_mac_final(fedci_mac_state *st, uint8_t out[FEDCI_MAC_BYTES])
+{
+#if FEDC_HAVE_LIBCRYPTO
+    if (st->ossl) {
+        size_t len = 0;
+        if (EVP_MAC_final(st->ossl, out, &len, FEDCI_MAC_BYTES) != 1 || len != FEDCI_MAC_BYTES ||
+            st->ossl_failed)
+            randombytes_buf(out, FEDCI_MAC_BYTES); /* cannot happen; never a valid tag */
+        fedci_mac_free(st);
+        return;
+    }
+#endif
+    crypto_onetimeauth_final(&st->sodium, out);
+    sodium_memzero(&st->sodium, sizeof st->sodium);
+}
+
+void fedci_mac_free(fedci_mac_state *st)
+{
+#if FEDC_HAVE_LIBCRYPTO
+    EVP_MAC_CTX_free(st->ossl); /* clears the key (OPENSSL_clear_free) */
+#endif
+    st->ossl = NULL;
+    st->ossl_failed = 0;
+    sodium_memzero(&st->sodium, sizeof st->sodium);
 }

@@ -1,6 +1,7 @@
 /*
  * Wire messages: protobuf-c on fedc's allocator, length-delimited framing, and the vector
- * streams (model download, result upload) that carry float32 vectors as bounded Chunks.
+ * streams (model download, result upload) that carry float32 vectors (or one encoded message)
+ * as bounded Chunks, copied straight into the destination when their framing is canonical.
  * See wire.h for the contracts; docs/PROTOCOL.md for the format.
  */
 #include "net/wire.h"
@@ -222,6 +223,8 @@ void fedci_vstream_init(fedci_vstream *vs, fedci_vs_kind kind, size_t max_header
     vs->max_chunk = max_chunk;
     vs->on_header = on_header;
     vs->user = user;
+    vs->nonfinite_at = UINT64_MAX;
+    vs->unit = 4;
 }
 
 void fedci_vstream_fini(fedci_vstream *vs)
@@ -289,6 +292,41 @@ int fedci_chunk_parse(const uint8_t *msg, size_t len, uint64_t *offset, const ui
     return 0;
 }
 
+/* The rules for a Chunk of dlen bytes at offset (stream byte at), against what came before. */
+static fedc_status chunk_check(const fedci_vstream *vs, uint64_t at, uint64_t offset, size_t dlen,
+                               fedc_err *err)
+{
+    const char *name = vs_name(vs->kind);
+    if (offset != vs->filled)
+        return fedc_err_set(err, FEDC_ERR_FORMAT,
+                            "%s byte %" PRIu64 ": chunk offset %" PRIu64 ", expected %" PRIu64,
+                            name, at, offset, vs->filled);
+    if (dlen == 0 || dlen % vs->unit != 0 || dlen > vs->max_chunk)
+        return fedc_err_set(err, FEDC_ERR_FORMAT,
+                            "%s byte %" PRIu64
+                            ": chunk of %zu data bytes (must be a multiple of %u in %u..%u)",
+                            name, at, dlen, vs->unit, vs->unit, vs->max_chunk);
+    if (dlen > vs->dest_bytes - vs->filled)
+        return fedc_err_set(err, FEDC_ERR_SHAPE,
+                            "%s byte %" PRIu64 ": chunk at offset %" PRIu64 " runs past the end of "
+                            "the %" PRIu64 "-%s vector",
+                            name, at, offset, vs->dest_bytes / vs->unit,
+                            vs->unit == 4 ? "float" : "byte");
+    return FEDC_OK;
+}
+
+/* scan_finite: the floats completed since the last scan (while they are in cache). */
+static void scan_new(fedci_vstream *vs)
+{
+    uint64_t end = vs->filled & ~(uint64_t)3;
+    if (vs->scan_finite && vs->unit == 4 && vs->nonfinite_at == UINT64_MAX && end > vs->scanned) {
+        ptrdiff_t bad = fedc_vec_find_nonfinite((size_t)(end - vs->scanned) / 4,
+                                                (const float *)(vs->dest + vs->scanned));
+        if (bad >= 0) vs->nonfinite_at = vs->scanned / 4 + (uint64_t)bad;
+    }
+    if (end > vs->scanned) vs->scanned = end;
+}
+
 static fedc_status vs_frame(void *user, const uint8_t *msg, size_t len, uint64_t at, fedc_err *err)
 {
     fedci_vstream *vs = user;
@@ -309,7 +347,7 @@ static fedc_status vs_frame(void *user, const uint8_t *msg, size_t len, uint64_t
             return fedc_err_set(err, FEDC_ERR_RANGE, "%s: %" PRIu64 " floats is too many", name,
                                 nf);
         vs->dest = (uint8_t *)dest;
-        vs->dest_bytes = nf * 4;
+        vs->dest_bytes = nf * vs->unit;
         vs->filled = 0;
         return FEDC_OK;
     }
@@ -325,34 +363,71 @@ static fedc_status vs_frame(void *user, const uint8_t *msg, size_t len, uint64_t
         return fedc_err_set(err, FEDC_ERR_FORMAT,
                             "%s byte %" PRIu64 ": %zu bytes are not a valid Chunk message", name,
                             at, len);
-    if (offset != vs->filled)
-        return fedc_err_set(err, FEDC_ERR_FORMAT,
-                            "%s byte %" PRIu64 ": chunk offset %" PRIu64 ", expected %" PRIu64,
-                            name, at, offset, vs->filled);
-    if (dlen == 0 || dlen % 4 != 0 || dlen > vs->max_chunk)
-        return fedc_err_set(err, FEDC_ERR_FORMAT,
-                            "%s byte %" PRIu64 ": chunk of %zu data bytes (must be a multiple of 4 "
-                            "in 4..%u)",
-                            name, at, dlen, vs->max_chunk);
-    if (dlen > vs->dest_bytes - vs->filled)
-        return fedc_err_set(err, FEDC_ERR_SHAPE,
-                            "%s byte %" PRIu64 ": chunk at offset %" PRIu64 " runs past the end of "
-                            "the %" PRIu64 "-float vector",
-                            name, at, offset, vs->dest_bytes / 4);
+    FEDC_TRY(chunk_check(vs, at, offset, dlen, err));
     memcpy(vs->dest + vs->filled, data, dlen);
     vs->filled += dlen;
+    scan_new(vs);
     return FEDC_OK;
+}
+
+/* The fast path for Chunks: when a Chunk frame starts in this piece with its framing whole and
+ * canonical (length, [offset], data tag and length, then the data up to the frame's end: what
+ * protobuf encoders write) and passes chunk_check, its data is copied straight into the vector
+ * as it arrives, instead of being assembled in the framer's buffer first and copied again.
+ * Anything else goes through the framer and vs_frame, which give the same result (the fuzz
+ * target checks that any split of a stream is read alike). Returns the framing bytes taken, 0
+ * for the slow path. */
+static size_t direct_start(fedci_vstream *vs, const uint8_t *p, size_t n)
+{
+    const uint8_t *q = p, *end = p + n;
+    uint64_t msg, off = 0, dlen;
+    if (get_varint(&q, end, 5, &msg) != 0) return 0;
+    const uint8_t *m0 = q;
+    if (q < end && *q == 0x08) {
+        q++;
+        if (get_varint(&q, end, 10, &off) != 0 || off == 0) return 0;
+    }
+    if (q >= end || *q != 0x12) return 0;
+    q++;
+    if (get_varint(&q, end, 10, &dlen) != 0) return 0;
+    if (msg > (size_t)vs->max_chunk + CHUNK_OVERHEAD || (uint64_t)(q - m0) + dlen != msg)
+        return 0;
+    if (chunk_check(vs, 0, off, (size_t)dlen, NULL) != FEDC_OK) return 0;
+    vs->direct_left = dlen;
+    return (size_t)(q - p);
 }
 
 fedc_status fedci_vstream_feed(fedci_vstream *vs, const uint8_t *data, size_t n, fedc_err *err)
 {
-    return fedci_framer_feed(&vs->framer, data, n, vs_frame, vs, err);
+    size_t i = 0;
+    while (i < n) {
+        if (vs->direct_left) {
+            size_t take = n - i < vs->direct_left ? n - i : (size_t)vs->direct_left;
+            memcpy(vs->dest + vs->filled, data + i, take);
+            vs->filled += take;
+            vs->direct_left -= take;
+            vs->framer.consumed += take;
+            i += take;
+            scan_new(vs);
+            continue;
+        }
+        size_t k = 0;
+        if (vs->header && fedci_framer_at_boundary(&vs->framer))
+            k = direct_start(vs, data + i, n - i);
+        if (k) {
+            vs->framer.consumed += k;
+            i += k;
+            continue;
+        }
+        return fedci_framer_feed(&vs->framer, data + i, n - i, vs_frame, vs, err);
+    }
+    return FEDC_OK;
 }
 
 fedc_status fedci_vstream_finish(fedci_vstream *vs, fedc_err *err)
 {
     const char *name = vs_name(vs->kind);
-    if (!fedci_framer_at_boundary(&vs->framer))
+    if (!fedci_framer_at_boundary(&vs->framer) || vs->direct_left)
         return fedc_err_set(err, FEDC_ERR_FORMAT,
                             "%s: truncated: the body ends inside a message at byte %" PRIu64, name,
                             vs->framer.consumed);
@@ -360,8 +435,9 @@ fedc_status fedci_vstream_finish(fedci_vstream *vs, fedc_err *err)
         return fedc_err_set(err, FEDC_ERR_FORMAT, "%s: empty: no header message", name);
     if (vs->filled != vs->dest_bytes)
         return fedc_err_set(err, FEDC_ERR_SHAPE,
-                            "%s: truncated: %" PRIu64 " of %" PRIu64 " floats received", name,
-                            vs->filled / 4, vs->dest_bytes / 4);
+                            "%s: truncated: %" PRIu64 " of %" PRIu64 " %s received", name,
+                            vs->filled / vs->unit, vs->dest_bytes / vs->unit,
+                            vs->unit == 4 ? "floats" : "bytes");
     return FEDC_OK;
 }
 
@@ -370,7 +446,13 @@ fedc_status fedci_vstream_encode(const ProtobufCMessage *header, const float *x,
 {
     chunk_bytes &= ~3u;
     if (chunk_bytes == 0) chunk_bytes = 4;
-    size_t total = n * 4;
+    return fedci_vstream_encode_bytes(header, x, n * 4, chunk_bytes, b, err);
+}
+
+fedc_status fedci_vstream_encode_bytes(const ProtobufCMessage *header, const void *x, size_t total,
+                                       uint32_t chunk_bytes, fedci_buf *b, fedc_err *err)
+{
+    if (chunk_bytes == 0) chunk_bytes = 1;
     size_t nchunks = (total + chunk_bytes - 1) / chunk_bytes;
     FEDC_TRY(fedci_buf_reserve(b, total + nchunks * CHUNK_OVERHEAD + 64, err));
     FEDC_TRY(fedci_frame_append(header, b, err));

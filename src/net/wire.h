@@ -16,6 +16,7 @@
 
 #include "fedc_pb/fedc.pb-c.h"
 #include "fedc/config.h"
+#include "fedc/net.h"
 #include "fedc/status.h"
 #include "fedc/vec.h"
 
@@ -25,6 +26,9 @@
 
 #define FEDCI_CT_MESSAGE "application/x-protobuf"
 #define FEDCI_CT_STREAM "application/x-protobuf; delimited=true"
+/* The protocol's revision within v1 (RunInfo.protocol_revision): 2 adds session MACs and
+ * encoded update and model bodies (docs/PROTOCOL.md). */
+#define FEDCI_PROTOCOL_REVISION 2
 
 /* protobuf-c's allocator on fedc_malloc/fedc_free (counted, fault-injectable). */
 extern ProtobufCAllocator fedci_pb_allocator;
@@ -90,7 +94,8 @@ typedef enum fedci_vs_kind {
 
 /* Called once the header is decoded: checks it, and gives where the vector goes (*dest, of
  * *num_floats floats; the number the header announces must be checked by the callback). A
- * non-OK return stops the stream with that status. */
+ * non-OK return stops the stream with that status. The callback may set the stream's unit to
+ * 1 (fedci_vstream.unit) to receive a byte string instead. */
 typedef fedc_status (*fedci_header_fn)(void *user, const ProtobufCMessage *header, float **dest,
                                        uint64_t *num_floats, fedc_err *err);
 
@@ -104,6 +109,15 @@ typedef struct fedci_vstream {
     uint64_t dest_bytes, filled;
     fedci_header_fn on_header;
     void *user;
+    /* set scan_finite after init to have each chunk checked for NaN/Inf as it is copied (while
+     * it is in cache): nonfinite_at is then the index of the first non-finite float, or
+     * UINT64_MAX (the stream is not refused for it: the caller decides) */
+    int scan_finite;
+    uint64_t nonfinite_at, scanned;
+    /* 4: a float32 vector (chunks carry multiples of 4 bytes); the header callback may set 1:
+     * a byte string (an encoded message), *num_floats then counts bytes */
+    uint32_t unit;
+    uint64_t direct_left; /* bytes of the current Chunk still to copy straight to dest */
 } fedci_vstream;
 
 /* max_header: largest header frame; max_chunk: largest Chunk.data. */
@@ -124,6 +138,9 @@ int fedci_chunk_parse(const uint8_t *msg, size_t len, uint64_t *offset, const ui
 /* Appends header + the Chunks of x[0..n-1] (chunk_bytes per chunk, a multiple of 4). */
 fedc_status fedci_vstream_encode(const ProtobufCMessage *header, const float *x, size_t n,
                                  uint32_t chunk_bytes, fedci_buf *b, fedc_err *err);
+/* The same for a byte string (an encoded message: the stream's unit is 1), total bytes. */
+fedc_status fedci_vstream_encode_bytes(const ProtobufCMessage *header, const void *x, size_t total,
+                                       uint32_t chunk_bytes, fedci_buf *b, fedc_err *err);
 
 /* ---- settings: the run's training keys sent to clients ---- */
 /* 1 when the server sends key "section.name" to clients (train.*, model.*, dp.*, attack.*,
@@ -132,6 +149,50 @@ int fedci_setting_is_sent(const char *section, const char *name);
 /* The value of key i of the registry as text (as it would be written in a file). */
 void fedci_config_value_text(const fedc_config *cfg, const fedc_config_key *k, char *buf,
                              size_t size);
+
+/* ---- SecAgg+ over HTTP (client_secagg.c, server_secagg.c; docs/SECAGG.md "Deployment") ---- */
+/* What a client signs for its stage-1 keys (as a request signature with METHOD "SECAGG" and
+ * PATH "/v1/secagg/keys"): BLAKE2b-256("fedc-secagg-keys-v1" || seed || round || id || c_pk ||
+ * s_pk), round and id little-endian, keys 32 bytes each. */
+void fedci_sa_key_digest(const uint8_t seed[32], uint32_t round, uint32_t id, const uint8_t *c_pk,
+                         const uint8_t *s_pk, uint8_t out[32]);
+
+/* Parses the body of POST /v1/tasks/{task_id}/secagg (client_secagg.c): a length-delimited
+ * SecAggMessage (at most max_message bytes), then, for STAGE_SECAGG_MASKED only, Chunks (each
+ * a positive multiple of 4 bytes, at most max_chunk, in order from offset 0) that fill the
+ * ring vector: *vec (vec_bytes = the 16-byte header + 4 * len, fedc_free) gets the whole
+ * protocol message. *msg: fedci_unpacked_free. Errors: FEDC_ERR_FORMAT naming the byte
+ * offset, FEDC_ERR_NOMEM; on error nothing is returned. */
+fedc_status fedci_secagg_parse_post(const uint8_t *body, size_t len, size_t max_message,
+                                    uint32_t max_chunk, size_t vec_bytes,
+                                    Fedc__V1__SecAggMessage **msg, uint8_t **vec, fedc_err *err);
+
+/* How client_secagg.c talks to the server (client.c implements it: signed requests, retries
+ * of network failures and 5xx as for results). post: FEDC_OK on 200. get: FEDC_OK on 200, the
+ * answer in *resp (*len bytes, valid until the next call). Refusals: FEDC_ERR_STATE (409),
+ * FEDC_ERR_INVALID (other 4xx), and the transport's errors. sleep: -1 when stopped. */
+typedef struct fedci_sa_io {
+    void *ctx;
+    fedc_status (*post)(void *ctx, const char *path, const uint8_t *body, size_t len,
+                        fedc_err *err);
+    fedc_status (*get)(void *ctx, const char *path, const uint8_t **resp, size_t *len,
+                       fedc_err *err);
+    int (*sleep)(void *ctx, double seconds);
+} fedci_sa_io;
+
+/* Takes part in the SecAgg+ round of `task` (task->secagg set) with the trained update
+ * (num_params floats, already clipped with central DP) of num_examples examples: quantizes it,
+ * then advertises signed keys, checks the neighbours' signatures, shares, sends the masked
+ * input (as Chunks of chunk_bytes), unmasks. FEDC_OK when the round ended for this client
+ * (*completed = 1: it sent all four messages; 0: abandoned because the server or a neighbour misbehaved or the round moved
+ * on: logged). Errors (fatal): FEDC_ERR_NOMEM, FEDC_ERR_ABORTED (stopped), FEDC_ERR_TIMEOUT,
+ * FEDC_ERR_CRYPTO (libsodium unusable). TEST ONLY: with FEDC_TEST_SECAGG_HANG = share, masked
+ * or unmask in the environment the client stops before sending that stage's message and
+ * waits until stopped (tests kill it there: a client dying mid-protocol). */
+fedc_status fedci_client_secagg_task(const fedci_sa_io *io, const fedc_key *key,
+                                     const Fedc__V1__Task *task, const float *update,
+                                     size_t num_params, uint64_t num_examples, int *completed,
+                                     fedc_err *err);
 
 /* ---- misc ---- */
 /* Parses a decimal uint64 that fills the whole string. Returns 0 or -1. */

@@ -77,6 +77,9 @@ fedc_status fedc_secagg_simulate(const fedc_secagg_params *params, const uint32_
         fedc_rng_shuffle_u32(&rng, order, alive);
         for (uint32_t i = 0; i < drop; i++)
             up[order[i]] = 0;
+        if (opts->drop_before)
+            for (uint32_t u = 0; u < p.n; u++)
+                if (opts->drop_before[u] == stage + 1) up[u] = 0;
         for (uint32_t u = 0; u < p.n && st == FEDC_OK; u++) {
             if (!up[u]) continue;
             unsigned char *in = NULL, *m = NULL;

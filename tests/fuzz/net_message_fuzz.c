@@ -1,7 +1,8 @@
 /*
  * Fuzz target: every protobuf message of the wire protocol (proto/fedc.proto) decoded with
  * protobuf-c on fedc's allocator (src/net/wire.c), as the server (CheckinRequest, ResultHeader,
- * Chunk) and the client (CheckinResponse, RunInfo, ModelHeader, Error, ResultAck) read them.
+ * Chunk, SecAggMessage) and the client (CheckinResponse, RunInfo, ModelHeader, Error,
+ * ResultAck, SecAggTask, KeySignature) read them.
  * The first byte picks the message type. Properties: no crash or leak; what decodes
  * re-encodes; the zero-copy Chunk decoder (fedci_chunk_parse) accepts nothing protobuf-c
  * refuses, and decodes the same values.
@@ -21,6 +22,9 @@ static const ProtobufCMessageDescriptor *const fuzz_message_types[] = {
     &fedc__v1__run_info__descriptor,        &fedc__v1__model_header__descriptor,
     &fedc__v1__chunk__descriptor,           &fedc__v1__result_header__descriptor,
     &fedc__v1__result_ack__descriptor,      &fedc__v1__error__descriptor,
+    /* SecAgg+ (issue 8): appended, so that the older seeds keep their types */
+    &fedc__v1__sec_agg_message__descriptor, &fedc__v1__sec_agg_task__descriptor,
+    &fedc__v1__key_signature__descriptor,
 };
 
 int FEDC_FUZZ_ENTRY(const uint8_t *data, size_t size);
