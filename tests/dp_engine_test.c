@@ -44,20 +44,6 @@ static int teardown(void **state)
     return 0;
 }
 
-/* A config: base assignments, then `sets` (NULL-terminated, may be NULL). */
-static fedc_config *make_config(const char *const *base, const char *const *sets)
-{
-    fedc_config *cfg = fedc_config_create();
-    assert_non_null(cfg);
-    for (int i = 0; base && base[i]; i++)
-        if (fedc_config_set(cfg, base[i], "test") != FEDC_OK)
-            fail_msg("%s: %s", base[i], fedc_config_errmsg(cfg));
-    for (int i = 0; sets && sets[i]; i++)
-        if (fedc_config_set(cfg, sets[i], "test") != FEDC_OK)
-            fail_msg("%s: %s", sets[i], fedc_config_errmsg(cfg));
-    return cfg;
-}
-
 /* Epsilon of `steps` steps at (q, z), delta 1e-5, the default ("tf") orders: what
  * `fedc dp-budget` prints. */
 static double budget_eps(double q, double z, uint64_t steps)
@@ -110,21 +96,9 @@ static fedc_status probe_fit(const void *s, void *w, const fedc_fit_ins *ins, fe
     out->steps = 1;
     return FEDC_OK;
 }
-static fedc_status probe_eval(const void *s, void *w, const fedc_eval_ins *ins,
-                              fedc_eval_out *out, fedc_err *e)
-{
-    (void)s;
-    (void)w;
-    (void)ins;
-    (void)e;
-    out->loss = 0;
-    out->accuracy = NAN;
-    out->num_examples = 1;
-    return FEDC_OK;
-}
 static const fedc_trainer_ops probe_ops = {
     .name = "probe", .worker_size = 8, .layout = probe_layout, .init_params = probe_init,
-    .fit = probe_fit, .evaluate = probe_eval,
+    .fit = probe_fit, .evaluate = tu_eval_nothing,
 };
 
 static void probe_make(probe *p, size_t n, int kind, double scale, uint32_t fail_below)
@@ -202,7 +176,7 @@ static void test_central_noise_level(void **state)
     probe_make(&p, P, PROBE_ZERO, 0, 0);
     fedc_trainer t = {&probe_ops, &p};
     const char *const sets[] = {"dp.noise_multiplier=2", "dp.clip=1.5", NULL};
-    fedc_config *cfg = make_config(probe_base, sets);
+    fedc_config *cfg = tu_config(probe_base, sets);
     run_log log;
     float *g = NULL;
     run_engine(cfg, &t, 1, &log, &g, NULL);
@@ -228,7 +202,7 @@ static void test_central_clip_and_fixed_denominator(void **state)
     const char *const clip_on[] = {"dp.clip_on=client", "dp.clip_on=server"};
     for (int k = 0; k < 2; k++) {
         const char *const sets[] = {"dp.noise_multiplier=1e-4", "dp.clip=1", clip_on[k], NULL};
-        fedc_config *cfg = make_config(probe_base, sets);
+        fedc_config *cfg = tu_config(probe_base, sets);
         run_log log;
         float *g = NULL;
         run_engine(cfg, &t, 2, &log, &g, NULL);
@@ -254,7 +228,7 @@ static void test_central_epsilon_per_round(void **state)
     fedc_trainer t = {&probe_ops, &p};
     const char *const sets[] = {"run.rounds=12", "clients.count=40", "clients.per_round=10",
                                 "dp.noise_multiplier=1.1", "dp.seeded_noise=true", NULL};
-    fedc_config *cfg = make_config(probe_base, sets);
+    fedc_config *cfg = tu_config(probe_base, sets);
     run_log log;
     run_engine(cfg, &t, 1, &log, NULL, NULL);
     assert_int_equal(log.n, 12);
@@ -323,7 +297,7 @@ static void test_clip_client_equals_server(void **state)
     for (int k = 0; k < 4; k++) {
         const char *const sets[] = {where[k % 2], "dp.clip=0.2", "dp.seeded_noise=true",
                                     "dp.noise_multiplier=0.8", NULL};
-        fedc_config *cfg = make_config(nn_base, sets);
+        fedc_config *cfg = tu_config(nn_base, sets);
         over_clip = 0;
         run_nn(cfg, 1 + k / 2, &log, sha[k]);
         assert_int_equal(over_clip, 0);
@@ -335,7 +309,7 @@ static void test_clip_client_equals_server(void **state)
     assert_string_equal(sha[0], sha[3]);
     const char *const loose[] = {"dp.clip=1e6", "dp.seeded_noise=true", "dp.noise_multiplier=0.8",
                                  NULL};
-    fedc_config *cfg = make_config(nn_base, loose);
+    fedc_config *cfg = tu_config(nn_base, loose);
     char other[65];
     run_nn(cfg, 1, &log, other);
     assert_string_not_equal(sha[0], other);
@@ -346,7 +320,7 @@ static void test_clip_client_equals_server(void **state)
         const char *const sets[] = {where[k], "dp.clip=0.2", "dp.seeded_noise=true",
                                     "dp.noise_multiplier=0.8", "dp.adaptive_clip=true",
                                     "dp.clipped_count_stddev=1", NULL};
-        cfg = make_config(nn_base, sets);
+        cfg = tu_config(nn_base, sets);
         run_nn(cfg, 2, &log, ad[k]);
         fedc_config_destroy(cfg);
     }
@@ -362,7 +336,7 @@ static void test_dp_fedavg_accuracy(void **state)
     const char *const sets[] = {"run.seed=3", "run.rounds=20", "clients.count=100",
                                 "clients.per_round=20", "eval.every=20",
                                 "dp.noise_multiplier=1", "dp.clip=2", NULL};
-    fedc_config *cfg = make_config(nn_base, sets);
+    fedc_config *cfg = tu_config(nn_base, sets);
     run_log log;
     run_nn(cfg, 2, &log, NULL);
     const fedc_round_record *last = &log.recs[log.n - 1];
@@ -388,7 +362,7 @@ static void test_adaptive_clip_tracks_quantile(void **state)
                                 "dp.clipped_count_stddev=0.1", "dp.clip_lr=0.2",
                                 "dp.target_quantile=0.5", "dp.clip_on=server",
                                 "dp.seeded_noise=true",   NULL};
-    fedc_config *cfg = make_config(probe_base, sets);
+    fedc_config *cfg = tu_config(probe_base, sets);
     run_log log;
     run_engine(cfg, &t, 2, &log, NULL, NULL);
     assert_int_equal(log.n, 60);
@@ -422,7 +396,7 @@ static void test_local_dp(void **state)
     fedc_trainer t = {&probe_ops, &p};
     const char *const sets[] = {"dp.mode=local", "dp.noise_multiplier=4", "dp.clip=0.5",
                                 "run.rounds=3", NULL};
-    fedc_config *cfg = make_config(probe_base, sets);
+    fedc_config *cfg = tu_config(probe_base, sets);
     run_log log;
     float *g = NULL;
     run_engine(cfg, &t, 2, &log, &g, NULL);
@@ -438,7 +412,7 @@ static void test_local_dp(void **state)
     fedc_config_destroy(cfg);
     /* robust strategies are post-processing of noised updates: allowed */
     const char *const robust[] = {"dp.mode=local", "strategy.name=fedmedian", NULL};
-    cfg = make_config(probe_base, robust);
+    cfg = tu_config(probe_base, robust);
     run_engine(cfg, &t, 1, &log, NULL, NULL);
     assert_int_equal(log.n, 1);
     fedc_config_destroy(cfg);
@@ -454,7 +428,7 @@ static void test_dp_sgd(void **state)
     const char *const sets[] = {"dp.mode=off", "dp.sgd=true", "dp.sgd_noise_multiplier=1.1",
                                 "dp.sgd_clip=1", "clients.count=10", "clients.per_round=10",
                                 "run.rounds=4", "eval.every=4", "train.lr=0.5", NULL};
-    fedc_config *cfg = make_config(nn_base, sets);
+    fedc_config *cfg = tu_config(nn_base, sets);
     run_log log;
     run_nn(cfg, 2, &log, NULL);
     assert_int_equal(log.n, 4);
@@ -502,7 +476,7 @@ static void test_budget_stop(void **state)
     char budget[64];
     snprintf(budget, sizeof budget, "dp.epsilon_budget=%.17g", (e3 + e4) / 2);
     const char *const sets[] = {"run.rounds=10", "clients.count=40", budget, NULL};
-    fedc_config *cfg = make_config(probe_base, sets);
+    fedc_config *cfg = tu_config(probe_base, sets);
     fedc_engine *e = NULL;
     fedc_err err;
     assert_int_equal(fedc_engine_create(cfg, &t, &e, &err), FEDC_OK);
@@ -528,7 +502,7 @@ static void test_budget_stop(void **state)
     snprintf(budget, sizeof budget, "dp.epsilon_budget=%.17g", (l2 + l3) / 2);
     const char *const local[] = {"run.rounds=10", "dp.mode=local", "dp.noise_multiplier=4",
                                  budget, NULL};
-    cfg = make_config(probe_base, local);
+    cfg = tu_config(probe_base, local);
     assert_int_equal(run_engine(cfg, &t, 1, &log, NULL, NULL), 2);
     assert_int_equal(log.recs[1].dp_budget_stop, 1);
     fedc_config_destroy(cfg);
@@ -540,7 +514,7 @@ static void expect_create(const char *const *sets, fedc_status code, const char 
     probe p;
     probe_make(&p, 10, PROBE_ZERO, 0, 0);
     fedc_trainer t = {&probe_ops, &p};
-    fedc_config *cfg = make_config(probe_base, sets);
+    fedc_config *cfg = tu_config(probe_base, sets);
     fedc_engine *e = NULL;
     fedc_err err;
     fedc_err_clear(&err);
@@ -590,7 +564,7 @@ static void test_submit_checks(void **state)
     const char *const sets[] = {"clients.count=20", "clients.per_round=5", "dp.clip=1",
                                 "dp.adaptive_clip=true", "dp.noise_multiplier=0.1",
                                 "dp.seeded_noise=true", NULL};
-    fedc_config *cfg = make_config(probe_base, sets);
+    fedc_config *cfg = tu_config(probe_base, sets);
     fedc_engine *e = NULL;
     fedc_err err;
     assert_int_equal(fedc_engine_create(cfg, &t, &e, &err), FEDC_OK);
@@ -642,7 +616,7 @@ static void test_submit_checks(void **state)
     /* local DP's per-client accounts are not in the model: a model-only restore is refused
      * (engine checkpoints hold them: engine_checkpoint_test) */
     const char *const local[] = {"dp.mode=local", NULL};
-    cfg = make_config(probe_base, local);
+    cfg = tu_config(probe_base, local);
     assert_int_equal(fedc_engine_create(cfg, &t, &e, &err), FEDC_OK);
     assert_int_equal(fedc_engine_restore(e, 3, zero, &err), FEDC_ERR_UNSUPPORTED);
     fedc_engine_destroy(e);
@@ -664,7 +638,7 @@ static void test_over_selection(void **state)
     const char *const sets[] = {"clients.count=20", "clients.per_round=5", "dp.clip=1",
                                 "dp.noise_multiplier=1e-3", "dp.seeded_noise=true",
                                 "run.rounds=5", NULL};
-    fedc_config *cfg = make_config(probe_base, sets);
+    fedc_config *cfg = tu_config(probe_base, sets);
     fedc_engine *e = NULL;
     fedc_err err;
     assert_int_equal(fedc_engine_create(cfg, &t, &e, &err), FEDC_OK);

@@ -88,19 +88,6 @@ static fedc_status toy_fit(const void *s, void *w, const fedc_fit_ins *ins, fedc
     return FEDC_OK;
 }
 
-static fedc_status toy_eval(const void *s, void *w, const fedc_eval_ins *ins, fedc_eval_out *out,
-                            fedc_err *e)
-{
-    (void)s;
-    (void)w;
-    (void)ins;
-    (void)e;
-    out->loss = 0;
-    out->accuracy = NAN;
-    out->num_examples = 1;
-    return FEDC_OK;
-}
-
 static uint64_t toy_examples(const void *s, uint32_t client)
 {
     (void)s;
@@ -109,7 +96,7 @@ static uint64_t toy_examples(const void *s, uint32_t client)
 
 static const fedc_trainer_ops toy_ops = {
     .name = "toy", .worker_size = 8, .layout = toy_layout, .init_params = toy_init,
-    .fit = toy_fit, .evaluate = toy_eval, .num_examples = toy_examples,
+    .fit = toy_fit, .evaluate = tu_eval_nothing, .num_examples = toy_examples,
 };
 
 /* A trainer over a model with tensors "0.weight" [rows, 5] and "0.bias" [rows]. */
@@ -128,15 +115,7 @@ static fedc_config *make_config(const char *const *sets)
     static const char *const base[] = {
         "run.seed=11", "run.rounds=6", "clients.count=12", "clients.per_round=5",
         "clients.min=1", "eval.every=0", NULL};
-    fedc_config *cfg = fedc_config_create();
-    assert_non_null(cfg);
-    for (int i = 0; base[i]; i++)
-        if (fedc_config_set(cfg, base[i], "test") != FEDC_OK)
-            fail_msg("%s: %s", base[i], fedc_config_errmsg(cfg));
-    for (int i = 0; sets && sets[i]; i++)
-        if (fedc_config_set(cfg, sets[i], "test") != FEDC_OK)
-            fail_msg("%s: %s", sets[i], fedc_config_errmsg(cfg));
-    return cfg;
+    return tu_config(base, sets);
 }
 
 /* The transport's own state: SCAFFOLD's client control variates. */

@@ -91,12 +91,19 @@ make_keys() {
     [[ -e "k$i.key" ]] || "$FEDC" keygen --out "k$i.key" >"k$i.pub" 2>/dev/null
   done
 }
+# allow_list N FILE: make_keys N, and their public keys (the allow list for ids 0..N-1) in FILE.
+allow_list() {
+  local i
+  make_keys "$1"
+  for ((i = 0; i < $1; i++)); do cat "k$i.pub"; done >"$2"
+}
 # start_server NAME CONFIG STATE_DIR [ARGS...]: `fedc server --json` on 127.0.0.1 (a free
-# port) with stdout NAME.out, stderr NAME.err; waits until it listens. Sets SRV (pid) and URL
-# (https:// when ARGS has --tls-cert). Returns 1 when it did not start within 15 s.
+# port, or $LISTEN if set) with stdout NAME.out, stderr NAME.err; waits until it listens. Sets
+# SRV (pid) and URL (https:// when ARGS has --tls-cert). Returns 1 when it did not start
+# within 15 s.
 start_server() {
   local name=$1 cfg=$2 state=$3; shift 3
-  "$FEDC" server "$cfg" --listen 127.0.0.1:0 --state "$state" --json "$@" \
+  "$FEDC" server "$cfg" --listen "${LISTEN:-127.0.0.1:0}" --state "$state" --json "$@" \
     >"$name.out" 2>"$name.err" &
   SRV=$!; PIDS+=("$SRV")
   wait_for "$name.out" '"listening"' 15 || return 1
@@ -110,4 +117,28 @@ start_client() {
   local name=$1 key=$2 cfg=$3; shift 3
   "$FEDC" client --server "$URL" --key "$key" --config "$cfg" "$@" >"$name.out" 2>"$name.err" &
   CLIENT=$!; PIDS+=("$CLIENT")
+}
+# federate NAME CONFIG: a server (state st_NAME, allow.txt) and 4 clients k0..k3 (--json,
+# output NAME_cI.out/.err) run to the end. Sets SERVER_EXIT (the server's exit code);
+# EXIT_CODE is left from the last wait: the last client's.
+federate() {
+  start_server "$1" "$2" "st_$1" --allow-file allow.txt
+  local cl=() i p
+  for i in 0 1 2 3; do start_client "$1_c$i" "k$i.key" "$2" --json; cl+=("$CLIENT"); done
+  wait_exit "$SRV" 90; SERVER_EXIT=$EXIT_CODE
+  for p in "${cl[@]}"; do wait_exit "$p" 20; done
+}
+# round_field FILE R NAME: the integer field NAME of round R's JSON line in FILE.
+round_field() { grep "\"round\":$2," "$1" | head -1 | grep -o "\"$3\":[0-9]*" | cut -d: -f2; }
+
+# ---- MPI (mpi_sim_test.sh, sim_resume_test.sh) ----
+# have_mpi: this fedc was built with the MPI backend.
+have_mpi() { "$FEDC" version | grep -q '[(, ]mpi[,)]'; }
+# use_mpirun: sets MPIRUN to mpirun with flags for a container or a root shell: oversubscribe
+# the 2 cores, no binding, shared memory without the single-copy mechanism (ptrace is often
+# not allowed).
+use_mpirun() {
+  MPIRUN=(mpirun --allow-run-as-root --oversubscribe --bind-to none --mca btl self,vader
+          --mca btl_vader_single_copy_mechanism none)
+  export OMPI_MCA_rmaps_base_oversubscribe=1
 }

@@ -33,7 +33,7 @@ every = 2
 fraction = 0.5
 INI
 
-if ! "$FEDC" version | grep -q '[(, ]mpi[,)]'; then
+if ! have_mpi; then
   expect_exit 1 "$FEDC" sim "$TMP/run.ini" --mpi --quiet
   expect_err "apt-get install libopenmpi-dev openmpi-bin" "$FEDC" sim "$TMP/run.ini" --mpi
   expect_err "built without MPI" env OMPI_COMM_WORLD_SIZE=2 "$FEDC" sim "$TMP/run.ini" --quiet
@@ -47,11 +47,7 @@ if ! command -v mpirun >/dev/null; then
   exit
 fi
 
-# Flags for a container or a root shell: oversubscribe the 2 cores, no binding, shared memory
-# without the single-copy mechanism (ptrace is often not allowed).
-MPIRUN=(mpirun --allow-run-as-root --oversubscribe --bind-to none --mca btl self,vader
-        --mca btl_vader_single_copy_mechanism none)
-export OMPI_MCA_rmaps_base_oversubscribe=1
+use_mpirun
 
 sha() { grep -o '"model_sha256":"[0-9a-f]*"' "$1" | cut -d'"' -f4; }
 # The per-round records without the timings (which differ from run to run).

@@ -10,8 +10,7 @@ set -u
 trap fed_cleanup EXIT
 cd "$TMP"
 
-for i in 0 1 2 3; do "$FEDC" keygen --out "k$i.key" >"k$i.pub" 2>/dev/null; done
-cat k0.pub k1.pub k2.pub k3.pub >allow.txt
+allow_list 4 allow.txt
 
 cat >base.ini <<'INI'
 [run]
@@ -39,20 +38,6 @@ INI
 cp base.ini comp.ini
 printf '[compress]\nupload = topk:10%%+q8+zstd\ndownload = q8+zstd\n' >>comp.ini
 
-# field NAME of round R's JSON line in FILE
-field() { grep "\"round\":$2," "$1" | head -1 | grep -o "\"$3\":[0-9]*" | cut -d: -f2; }
-
-federate() { # NAME CONFIG: a server and 4 clients to the end of the run
-  start_server "$1" "$2" "st_$1" --allow-file allow.txt
-  local cl=()
-  for i in 0 1 2 3; do
-    "$FEDC" client --server "$URL" --key "k$i.key" --config "$2" --json >"$1_c$i.out" 2>"$1_c$i.err" &
-    cl+=($!); PIDS+=($!)
-  done
-  wait_exit "$SRV" 90
-  for p in "${cl[@]}"; do wait_exit "$p" 20; done
-}
-
 "$FEDC" sim comp.ini --json --threads 1 >sim.out 2>/dev/null
 "$FEDC" sim base.ini --json --threads 1 >simf.out 2>/dev/null
 SIM_SHA=$(sha_of sim.out)
@@ -60,7 +45,7 @@ check "fedc sim with compression gives a model hash" test -n "$SIM_SHA"
 check "... another one than without" test "$SIM_SHA" != "$(sha_of simf.out)"
 
 federate comp comp.ini
-check "the server exits 0 (got $EXIT_CODE)" test "$EXIT_CODE" -eq 0
+check "the server exits 0 (got $SERVER_EXIT)" test "$SERVER_EXIT" -eq 0
 check "encoded federation's final model == fedc sim's ($SIM_SHA)" same "$(sha_of comp.out)" "$SIM_SHA"
 check "every client reports that model" \
   test "$(grep -l "\"model_sha256\":\"$SIM_SHA\"" comp_c?.out | wc -l)" -eq 4
@@ -71,9 +56,9 @@ check "3 rounds of 4 results" test "$(grep -c '"selected":4,"participants":4' co
 # (< 400 bytes per download) to the same messages
 ok=1
 for r in 1 2 3; do
-  su=$(field sim.out $r bytes_up); wu=$(field comp.out $r bytes_up)
-  sd=$(field sim.out $r bytes_down); wd=$(field comp.out $r bytes_down)
-  raw=$(field comp.out $r bytes_up_raw)
+  su=$(round_field sim.out $r bytes_up); wu=$(round_field comp.out $r bytes_up)
+  sd=$(round_field sim.out $r bytes_down); wd=$(round_field comp.out $r bytes_down)
+  raw=$(round_field comp.out $r bytes_up_raw)
   echo "#    round $r: up $wu wire / $su sim / $raw float32; down $wd wire / $sd sim"
   [[ -n "$wu" && -n "$su" && $wu -ge $su && $wu -le $((su + 4 * 200)) ]] || ok=0
   [[ -n "$wd" && -n "$sd" && $wd -ge $sd && $wd -le $((sd + 4 * 400)) ]] || ok=0
@@ -84,7 +69,7 @@ check "rounds' bytes up/down are the encoded messages plus framing, >= 15x below
 # float32 over the wire: bytes = the float vectors plus framing
 federate plain base.ini
 check "float32 federation == fedc sim ($(sha_of simf.out))" same "$(sha_of plain.out)" "$(sha_of simf.out)"
-wu=$(field plain.out 1 bytes_up); raw=$(field plain.out 1 bytes_up_raw)
+wu=$(round_field plain.out 1 bytes_up); raw=$(round_field plain.out 1 bytes_up_raw)
 check "float32 round: bytes up ($wu) within 1% above the raw size ($raw)" \
   test "$wu" -ge "$raw" -a "$wu" -le $((raw + raw / 100))
 

@@ -10,35 +10,8 @@
 set -u
 . "$FEDC_SRC/tests/lib.sh"
 
-PIDS=()
-cleanup() {
-  for p in "${PIDS[@]}"; do kill -CONT "$p" 2>/dev/null; kill -9 "$p" 2>/dev/null; done
-  wait 2>/dev/null
-  rm -rf "$TMP"
-}
-trap cleanup EXIT
-wait_for() {
-  local f=$1 re=$2 t=$(( $3 * 10 ))
-  for ((i = 0; i < t; i++)); do
-    grep -Eq -- "$re" "$f" 2>/dev/null && return 0
-    sleep 0.1
-  done
-  return 1
-}
-wait_exit() {
-  local p=$1 t=$(( $2 * 10 ))
-  for ((i = 0; i < t; i++)); do
-    if ! kill -0 "$p" 2>/dev/null; then wait "$p"; EXIT_CODE=$?; return 0; fi
-    sleep 0.1
-  done
-  EXIT_CODE=124
-  return 1
-}
-kill9() { kill -9 "$1" 2>/dev/null; wait "$1" 2>/dev/null; }
-port_of() { grep -o '"port":[0-9]*' "$1" | head -1 | cut -d: -f2; }
-same() { [[ -n "$1" && "$1" == "$2" ]]; }  # non-empty and equal
+trap fed_cleanup EXIT
 expect_absent() { [[ -s "$2" ]] && ! grep -q -- "$1" "$2"; }  # PATTERN FILE: non-empty, no match
-sha_of() { grep -o '"model_sha256":"[0-9a-f]*"' "$1" | tail -1 | cut -d'"' -f4; }
 # round_shas FILE: "round sha" per committed round line
 round_shas() { grep -o '"round":[0-9]*,.*"model_sha256":"[0-9a-f]*"' "$1" |
                sed -E 's/^"round":([0-9]+),.*"model_sha256":"([0-9a-f]+)"$/\1 \2/'; }
@@ -68,7 +41,7 @@ deadline = 120
 retry_initial = 0.05
 retry_max = 0.25
 INI
-for i in 0 1 2 3 4; do "$FEDC" keygen --out "k$i.key" >>allow.txt 2>/dev/null; done
+allow_list 5 allow.txt
 
 # The uninterrupted run's model after every round, from fedc sim.
 for k in 1 2 3 4 5 6 7 8 9 10 11 12; do
@@ -79,24 +52,20 @@ SIM6=$(awk '$1 == 6 {print $2}' sim_rounds.txt)
 SIM12=$(awk '$1 == 12 {print $2}' sim_rounds.txt)
 check "fedc sim gives the reference models" test -n "$SIM6" -a -n "$SIM12"
 
-start_client() {  # start_client I URL TAG [OPTIONS]: sets CL[I]
-  local i=$1 url=$2 tag=$3; shift 3
-  "$FEDC" client --server "$url" --key "k$i.key" --config run.ini --json "$@" \
-    >"c${tag}_$i.out" 2>"c${tag}_$i.err" &
-  CL[$i]=$!; PIDS+=($!)
+crash_client() {  # crash_client I TAG [OPTIONS]: client I against $URL (cTAG_I.out); sets CL[I]
+  local i=$1 tag=$2; shift 2
+  start_client "c${tag}_$i" "k$i.key" run.ini --json "$@"
+  CL[$i]=$CLIENT
 }
 
 # ---- 1. SIGKILL mid-round, restart, finish ----
 # Clients 3 and 4 leave after 2 tasks (--tasks 2): round 3 then waits for them (clients.min =
 # 5), with the results of clients 0-2 in: the server is killed in the middle of it.
-"$FEDC" server run.ini --listen 127.0.0.1:0 --state st --allow-file allow.txt --json >s1.out 2>s1.err &
-SRV=$!; PIDS+=("$SRV")
-wait_for s1.out '"listening"' 15
+start_server s1 run.ini st --allow-file allow.txt
 PORT=$(port_of s1.out)
-URL="http://127.0.0.1:$PORT"
 CL=()
-for i in 0 1 2; do start_client $i "$URL" a; done
-for i in 3 4; do start_client $i "$URL" a --tasks 2; done
+for i in 0 1 2; do crash_client $i a; done
+for i in 3 4; do crash_client $i a --tasks 2; done
 wait_exit "${CL[3]}" 60
 wait_exit "${CL[4]}" 60
 check "two clients leave after 2 tasks (exit $EXIT_CODE)" test "$EXIT_CODE" -eq 0
@@ -117,12 +86,10 @@ CK=$(printf 'st/checkpoints/round-%08d.safetensors' "$R")
 check "the last checkpoint verifies against its model_sha256" \
   grep -q "$(awk -v r="$R" '$1 == r {print $2}' sim_rounds.txt)" ck.out
 
-"$FEDC" server run.ini --listen "127.0.0.1:$PORT" --state st --json >s2.out 2>s2.err &
-SRV=$!; PIDS+=("$SRV")
-wait_for s2.out '"listening"' 15
+LISTEN="127.0.0.1:$PORT" start_server s2 run.ini st
 check "restarted on the same port and directory, it resumes after round $R" \
   grep -q "\"resumed_round\":$R" s2.out
-for i in 3 4; do start_client $i "$URL" b; done
+for i in 3 4; do crash_client $i b; done
 wait_exit "$SRV" 60
 check "the resumed run finishes: exit 0 (got $EXIT_CODE)" test "$EXIT_CODE" -eq 0
 check "final model == the uninterrupted run's ($SIM6)" same "$(sha_of s2.out)" "$SIM6"
@@ -151,14 +118,11 @@ expect_err "different configuration" "$FEDC" server run.ini --listen 127.0.0.1:0
 "$FEDC" sim adam.ini --json --threads 1 >simA.out 2>/dev/null
 SIMA=$(sha_of simA.out)
 check "fedadam's uninterrupted model differs from fedavg's" test -n "$SIMA" -a "$SIMA" != "$SIM6"
-"$FEDC" server adam.ini --listen 127.0.0.1:0 --state sta --allow-file allow.txt --json >a1.out 2>a1.err &
-SRV=$!; PIDS+=("$SRV")
-wait_for a1.out '"listening"' 15
+start_server a1 adam.ini sta --allow-file allow.txt
 PORT=$(port_of a1.out)
-URL="http://127.0.0.1:$PORT"
 CL=()
-for i in 0 1 2; do start_client $i "$URL" A; done
-for i in 3 4; do start_client $i "$URL" A --tasks 2; done
+for i in 0 1 2; do crash_client $i A; done
+for i in 3 4; do crash_client $i A --tasks 2; done
 wait_for a1.out '"round":2,' 60
 sleep 0.5
 check "fedadam: killed in the middle of round 3" test "$(grep -c '"round":' a1.out)" -eq 2
@@ -166,11 +130,9 @@ kill9 "$SRV"
 "$FEDC" inspect sta/checkpoints/round-00000002.safetensors >ckA.txt 2>&1
 check "fedc inspect shows the checkpoint's state tensors" grep -q '__fedc__.strategy.v .*(state)' ckA.txt
 check "... and its model_sha256 over the model alone" grep -q 'matches metadata' ckA.txt
-"$FEDC" server adam.ini --listen "127.0.0.1:$PORT" --state sta --json >a2.out 2>a2.err &
-SRV=$!; PIDS+=("$SRV")
-wait_for a2.out '"listening"' 15
+LISTEN="127.0.0.1:$PORT" start_server a2 adam.ini sta
 check "fedadam: resumed after round 2" grep -q '"resumed_round":2' a2.out
-for i in 3 4; do start_client $i "$URL" B; done
+for i in 3 4; do crash_client $i B; done
 wait_exit "$SRV" 60
 check "fedadam: the resumed run finishes (exit $EXIT_CODE)" test "$EXIT_CODE" -eq 0
 check "fedadam: final model == the uninterrupted run's ($SIMA)" same "$(sha_of a2.out)" "$SIMA"
@@ -184,14 +146,11 @@ rm -rf st
 PORT=""
 ok=1
 for n in 1 2 3 4 5 6; do
-  LISTEN="127.0.0.1:${PORT:-0}"
-  "$FEDC" server run.ini --listen "$LISTEN" --state st --allow-file allow.txt --json \
-    --set run.rounds=12 >"k$n.out" 2>"k$n.err" &
-  SRV=$!; PIDS+=("$SRV")
-  wait_for "k$n.out" '"listening"' 15 || ok=0
+  LISTEN="127.0.0.1:${PORT:-0}" start_server "k$n" run.ini st --allow-file allow.txt \
+    --set run.rounds=12 || ok=0
   if [[ -z "$PORT" ]]; then
     PORT=$(port_of "k$n.out")
-    for i in 0 1 2 3 4; do start_client $i "http://127.0.0.1:$PORT" c; done
+    for i in 0 1 2 3 4; do crash_client $i c; done
   fi
   [[ $n == 6 ]] && break
   sleep "0.$(( (RANDOM % 4) + 1 ))$(( RANDOM % 10 ))"

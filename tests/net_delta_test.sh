@@ -13,8 +13,7 @@ set -u
 trap fed_cleanup EXIT
 cd "$TMP"
 
-for i in 0 1 2 3; do "$FEDC" keygen --out "k$i.key" >"k$i.pub" 2>/dev/null; done
-cat k0.pub k1.pub k2.pub k3.pub >allow.txt
+allow_list 4 allow.txt
 
 cat >base.ini <<'INI'
 [run]
@@ -43,26 +42,12 @@ INI
 { cat base.ini; printf '[compress]\ndownload = q8+zstd\n'; } >q8.ini
 { cat q8.ini; printf 'download_delta = true\n'; } >q8delta.ini
 
-# field NAME of round R's JSON line in FILE
-field() { grep "\"round\":$2," "$1" | head -1 | grep -o "\"$3\":[0-9]*" | cut -d: -f2; }
-
-federate() { # NAME CONFIG: a server and 4 clients to the end of the run
-  start_server "$1" "$2" "st_$1" --allow-file allow.txt
-  local cl=()
-  for i in 0 1 2 3; do
-    "$FEDC" client --server "$URL" --key "k$i.key" --config "$2" --json >"$1_c$i.out" 2>"$1_c$i.err" &
-    cl+=($!); PIDS+=($!)
-  done
-  wait_exit "$SRV" 90
-  for p in "${cl[@]}"; do wait_exit "$p" 20; done
-}
-
 "$FEDC" sim base.ini --json --threads 1 >sim.out 2>/dev/null
 SIM_SHA=$(sha_of sim.out)
 check "fedc sim gives a model hash" test -n "$SIM_SHA"
 
 federate delta delta.ini
-check "the delta server exits 0 (got $EXIT_CODE)" test "$EXIT_CODE" -eq 0
+check "the delta server exits 0 (got $SERVER_EXIT)" test "$SERVER_EXIT" -eq 0
 check "delta federation's final model == fedc sim's ($SIM_SHA)" same "$(sha_of delta.out)" "$SIM_SHA"
 check "every client reports that model" \
   test "$(grep -l "\"model_sha256\":\"$SIM_SHA\"" delta_c?.out | wc -l)" -eq 4
@@ -74,8 +59,8 @@ check "the same run without deltas ends with the same model" same "$(sha_of full
 # reports are exactly what the run without deltas sent.
 ok=1; sum_d=0; sum_f=0
 for r in 1 2 3 4; do
-  d=$(field delta.out $r bytes_down); f=$(field delta.out $r bytes_down_full)
-  p=$(field full.out $r bytes_down)
+  d=$(round_field delta.out $r bytes_down); f=$(round_field delta.out $r bytes_down_full)
+  p=$(round_field full.out $r bytes_down)
   echo "#    round $r: bytes_down $d with deltas, $f as full models, $p in the run without"
   [[ -n "$d" && -n "$f" && -n "$p" && $f -eq $p ]] || ok=0
   if [[ $r == 1 ]]; then [[ -n "$d" && $d -eq $f ]] || ok=0
@@ -98,7 +83,7 @@ check "sampled federation with 1 kept version == fedc sim ($(sha_of simsamp.out)
   same "$(sha_of samp.out)" "$(sha_of simsamp.out)"
 ok=1; ndelta=0; nfull=0
 for r in 1 2 3 4 5 6; do
-  d=$(field samp.out $r bytes_down); f=$(field samp.out $r bytes_down_full)
+  d=$(round_field samp.out $r bytes_down); f=$(round_field samp.out $r bytes_down_full)
   echo "#    sampled, round $r: bytes_down $d with deltas, $f as full models"
   [[ -n "$d" && -n "$f" && $d -le $f ]] || ok=0
   [[ -n "$d" && -n "$f" && $d -lt $f ]] && ndelta=$((ndelta + 1))
@@ -115,7 +100,7 @@ check "q8 download + deltas == fedc sim with the q8 download ($(sha_of simq8.out
   same "$(sha_of q8delta.out)" "$(sha_of simq8.out)"
 ok=1
 for r in 2 3 4; do
-  d=$(field q8delta.out $r bytes_down); f=$(field q8delta.out $r bytes_down_full)
+  d=$(round_field q8delta.out $r bytes_down); f=$(round_field q8delta.out $r bytes_down_full)
   echo "#    q8, round $r: bytes_down $d with deltas, $f as full q8 models"
   [[ -n "$d" && -n "$f" && $d -le $f ]] || ok=0
 done
@@ -127,7 +112,7 @@ check "q8: bytes down with deltas never above the full q8 downloads" test $ok = 
 { cat delta.ini; printf '[attack]\nkind = scale:0\nfraction = 1\n'; } >still.ini
 "$FEDC" sim still.ini --json --threads 1 >simstill.out 2>/dev/null
 federate still still.ini
-check "unchanged model: the delta server exits 0 (got $EXIT_CODE)" test "$EXIT_CODE" -eq 0
+check "unchanged model: the delta server exits 0 (got $SERVER_EXIT)" test "$SERVER_EXIT" -eq 0
 check "unchanged model: final model == fedc sim's ($(sha_of simstill.out))" \
   same "$(sha_of still.out)" "$(sha_of simstill.out)"
 check "unchanged model: every client reports it" \

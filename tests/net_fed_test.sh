@@ -15,7 +15,7 @@ make_test_ca
 check "openssl made a CA and a server certificate" test -s srv.pem
 
 # ---- keys ----
-for i in 0 1 2 3 4 5; do "$FEDC" keygen --out "k$i.key" >"k$i.pub" 2>/dev/null; done
+make_keys 6
 check "keygen writes the secret key with mode 0600" test "$(stat -c %a k0.key)" = 600
 check "keygen prints a 64-hex public key" grep -Eq '^[0-9a-f]{64}$' k0.pub
 expect_exit 1 "$FEDC" keygen --out k0.key
@@ -23,7 +23,7 @@ expect_err "never overwritten" "$FEDC" keygen --out k0.key
 expect_out "$(cat k0.pub)" "$FEDC" keygen --show k0.key
 cp k0.key open.key && chmod 644 open.key
 expect_err "too open" "$FEDC" keygen --show open.key
-cat k0.pub k1.pub k2.pub k3.pub k4.pub >allow5.txt
+allow_list 5 allow5.txt
 expect_err "not a public key" "$FEDC" server allow nothex --state st0
 
 cat >run.ini <<'INI'
@@ -75,9 +75,7 @@ grep -q "unknown_key" srv1.err && pass "the server logs the unknown key" || fail
 
 CL=()
 for i in 0 1 2 3 4; do
-  "$FEDC" client --server "$URL" --key "k$i.key" --ca ca.pem --config run.ini --json \
-    >"c1_$i.out" 2>"c1_$i.err" &
-  CL+=($!); PIDS+=($!)
+  start_client "c1_$i" "k$i.key" run.ini --ca ca.pem --json; CL+=("$CLIENT")
 done
 wait_exit "$SRV" 60
 check "server exits 0 at the end of the run (got $EXIT_CODE)" test "$EXIT_CODE" -eq 0
@@ -128,7 +126,7 @@ retry_initial = 0.1
 retry_max = 0.3
 wait = 5
 INI
-cat k0.pub k1.pub k2.pub k3.pub k4.pub k5.pub >allow6.txt
+allow_list 6 allow6.txt
 start_server srv2 drop.ini st2 --allow-file allow6.txt --set run.log_level=info
 CL=()
 for i in 0 1 2 3 4 5; do

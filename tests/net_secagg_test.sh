@@ -13,9 +13,8 @@ if "$FEDC" server 2>&1 | grep -q 'client-only'; then echo "skipped: client-only 
 
 cd "$TMP"
 make_test_ca
-make_keys 4
-cat k0.pub k1.pub k2.pub k3.pub >allow4.txt
-cat k0.pub k1.pub k2.pub >allow3.txt
+allow_list 4 allow4.txt
+allow_list 3 allow3.txt
 
 cat >run.ini <<'INI'
 [run]

@@ -15,22 +15,13 @@
 #include "nn/nn_internal.h"
 #include "testutil.h"
 
-static fedc_model *make(const char *spec, const int64_t *shape, int ndim, int outputs)
-{
-    fedc_model *m = NULL;
-    fedc_err err;
-    if (fedc_model_create(spec, shape, ndim, outputs, &m, &err) != FEDC_OK)
-        fail_msg("'%s': %s", spec, err.msg);
-    return m;
-}
-
 /* Runs `steps` steps both ways from the same initial parameters and compares the bits after
  * every step. tokens: inputs are token indices below `tokens` (0: uniform floats). */
 static void check_fused_cfg(const char *spec, const int64_t *shape, int ndim, int outputs,
                             int batch, int steps, int tokens, const fedc_optim_config *cfg,
                             int prox)
 {
-    fedc_model *m = make(spec, shape, ndim, outputs);
+    fedc_model *m = tu_model(spec, shape, ndim, outputs);
     const size_t P = fedc_model_param_count(m), in = fedc_model_input_size(m);
     fedc_err err;
     fedc_nn_workspace *wa = NULL, *wb = NULL;
@@ -227,7 +218,7 @@ static void test_fused_nonfinite(void **state)
 {
     (void)state;
     const int64_t d = 3;
-    fedc_model *m = make("dense(4) dense(10)", &d, 1, 10);
+    fedc_model *m = tu_model("dense(4) dense(10)", &d, 1, 10);
     const size_t P = fedc_model_param_count(m);
     assert_int_equal(P, 3 * 4 + 4 + 4 * 10 + 10);
     float w[66], w0[66];

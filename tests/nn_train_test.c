@@ -13,15 +13,6 @@
 #include "fedc/fedc.h"
 #include "testutil.h"
 
-static fedc_model *make(const char *spec, const int64_t *shape, int ndim, int outputs)
-{
-    fedc_model *m = NULL;
-    fedc_err err;
-    if (fedc_model_create(spec, shape, ndim, outputs, &m, &err) != FEDC_OK)
-        fail_msg("'%s': %s", spec, err.msg);
-    return m;
-}
-
 /* 3-arm spiral in 2-D (CS231n's toy problem), n points per arm. */
 static void spiral(int n, float *x, int32_t *y)
 {
@@ -47,7 +38,7 @@ static run_result train(const char *spec, const int64_t *shape, int ndim, int ou
                         const float *x, const int32_t *y, int n, int batch, int steps,
                         const fedc_optim_config *oc, uint64_t seed)
 {
-    fedc_model *m = make(spec, shape, ndim, outputs);
+    fedc_model *m = tu_model(spec, shape, ndim, outputs);
     const size_t P = fedc_model_param_count(m), in = fedc_model_input_size(m);
     float *w = malloc(P * sizeof *w), *xb = malloc(batch * in * sizeof *xb);
     int32_t *yb = malloc(batch * sizeof *yb);
@@ -101,7 +92,7 @@ static void test_spiral_learns_and_reproduces(void **state)
     if (!(a.loss < 0.25 && a.acc > 0.9))
         fail_msg("spiral: loss %.4f, accuracy %.3f (want < 0.25 and > 0.9)", a.loss, a.acc);
     run_result b = train(spec, &d, 1, 3, x, y, 3 * N, 30, 600, &oc, 1);
-    fedc_model *m = make(spec, &d, 1, 3);
+    fedc_model *m = tu_model(spec, &d, 1, 3);
     size_t P = fedc_model_param_count(m);
     assert_memory_equal(a.params, b.params, P * sizeof(float));
     run_result c = train(spec, &d, 1, 3, x, y, 3 * N, 30, 600, &oc, 2);
@@ -142,7 +133,7 @@ static void test_cnn_learns_with_dropout_and_groupnorm(void **state)
     if (!(a.loss < 0.1 && a.acc > 0.97))
         fail_msg("bars: loss %.4f, accuracy %.3f (want < 0.1 and > 0.97)", a.loss, a.acc);
     run_result b = train(spec, shape, 3, 2, x, y, N, 20, 150, &oc, 5);
-    fedc_model *m = make(spec, shape, 3, 2);
+    fedc_model *m = tu_model(spec, shape, 3, 2);
     assert_memory_equal(a.params, b.params, fedc_model_param_count(m) * sizeof(float));
     fedc_model_destroy(m);
     free(a.params);
@@ -199,7 +190,7 @@ static void clipped_oracle(const fedc_model *m, const float *w, const float *x,
 static void check_clipped(const char *spec, const int64_t *shape, int ndim, int outputs,
                           int tokens, double C)
 {
-    fedc_model *m = make(spec, shape, ndim, outputs);
+    fedc_model *m = tu_model(spec, shape, ndim, outputs);
     const size_t P = fedc_model_param_count(m), in = fedc_model_input_size(m);
     enum { B = 6 };
     float *w = malloc(P * sizeof *w), *want = malloc(P * sizeof *want);
@@ -265,7 +256,7 @@ static void test_errors(void **state)
 {
     (void)state;
     int64_t d = 3;
-    fedc_model *m = make("dense(4) tanh dense(3)", &d, 1, 3);
+    fedc_model *m = tu_model("dense(4) tanh dense(3)", &d, 1, 3);
     fedc_nn_workspace *ws = NULL;
     fedc_err err;
     assert_int_equal(fedc_nn_workspace_create(m, 0, &ws, &err), FEDC_ERR_INVALID);
@@ -304,7 +295,7 @@ static void test_errors(void **state)
 
     /* Tokens must be integers inside the vocabulary. */
     int64_t seq = 3;
-    m = make("embed(5,2) flatten dense(2)", &seq, 1, 2);
+    m = tu_model("embed(5,2) flatten dense(2)", &seq, 1, 2);
     assert_int_equal(fedc_nn_workspace_create(m, 2, &ws, &err), FEDC_OK);
     float wt[5 * 2 + 2 * 6 + 2];
     fedc_model_init_params(m, wt, 1);
@@ -321,7 +312,7 @@ static void test_errors(void **state)
     fedc_model_destroy(m);
 
     /* bce with one output wants 0/1 labels. */
-    m = make("dense(1) loss(bce)", &d, 1, 1);
+    m = tu_model("dense(1) loss(bce)", &d, 1, 1);
     assert_int_equal(fedc_nn_workspace_create(m, 2, &ws, &err), FEDC_OK);
     float wb[4] = {0};
     int32_t yb[2] = {1, 2};
@@ -335,7 +326,7 @@ static void test_no_alloc_and_eval(void **state)
 {
     (void)state;
     int64_t shape[3] = {1, 8, 8};
-    fedc_model *m = make("conv(4,3,same) relu maxpool(2) dropout(0.5) dense(3)", shape, 3, 3);
+    fedc_model *m = tu_model("conv(4,3,same) relu maxpool(2) dropout(0.5) dense(3)", shape, 3, 3);
     const size_t P = fedc_model_param_count(m);
     float *w = malloc(P * sizeof *w), x[4 * 64];
     int32_t y[4] = {0, 1, 2, 1};
@@ -425,7 +416,7 @@ static void test_threads(void **state)
 {
     (void)state;
     int64_t shape[3] = {1, 8, 8};
-    fedc_model *m = make("conv(4,3,same) relu dense(3)", shape, 3, 3);
+    fedc_model *m = tu_model("conv(4,3,same) relu dense(3)", shape, 3, 3);
     float *w = malloc(fedc_model_param_count(m) * sizeof *w), x[8 * 64];
     int32_t y[8];
     fedc_model_init_params(m, w, 2);

@@ -14,15 +14,11 @@
  */
 #include "testutil.h"
 
-#include <arpa/inet.h>
-#include <fcntl.h>
-#include <netinet/in.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -34,111 +30,14 @@
 #include "net/wire.h"
 #include "secagg/secagg_internal.h"
 
+#include "nettest.h"
+
 static char *dir;
 static const char *fedc_bin;
 static pid_t server_pid = -1, client_pid[3] = {-1, -1, -1};
 static FILE *server_out;
-static int port;
 static fedc_key *keys[4]; /* ids 0, 1, 2: honest processes; 3: this test */
 static char cfg_path[4096];
-
-/* ---- a minimal HTTP/1.1 client over a socket (as net_hostile_test.c) ---- */
-
-static const char *find(const void *hay, size_t n, const char *needle)
-{
-    size_t m = strlen(needle);
-    for (size_t i = 0; m <= n && i <= n - m; i++)
-        if (memcmp((const char *)hay + i, needle, m) == 0) return (const char *)hay + i;
-    return NULL;
-}
-
-typedef struct resp {
-    int status;
-    char *body;
-    size_t len;
-} resp;
-
-static void resp_free(resp *r)
-{
-    free(r->body);
-    memset(r, 0, sizeof *r);
-}
-
-static void exchange(const void *req, size_t len, resp *r)
-{
-    memset(r, 0, sizeof *r);
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    assert_true(fd >= 0);
-    struct sockaddr_in a;
-    memset(&a, 0, sizeof a);
-    a.sin_family = AF_INET;
-    a.sin_port = htons((uint16_t)port);
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    assert_int_equal(connect(fd, (struct sockaddr *)&a, sizeof a), 0);
-    size_t off = 0;
-    while (off < len) {
-        ssize_t w = send(fd, (const char *)req + off, len - off, MSG_NOSIGNAL);
-        if (w <= 0) break;
-        off += (size_t)w;
-    }
-    shutdown(fd, SHUT_WR);
-    size_t cap = 65536, n = 0;
-    char *buf = malloc(cap);
-    for (;;) {
-        struct pollfd pf = {fd, POLLIN, 0};
-        if (poll(&pf, 1, 20000) <= 0) break;
-        if (n == cap) buf = realloc(buf, cap *= 2);
-        ssize_t rd = recv(fd, buf + n, cap - n, 0);
-        if (rd <= 0) break;
-        n += (size_t)rd;
-    }
-    close(fd);
-    if (n >= 12 && strncmp(buf, "HTTP/1.1 ", 9) == 0) r->status = atoi(buf + 9);
-    const char *hdr_end = find(buf, n, "\r\n\r\n");
-    if (hdr_end) {
-        size_t start = (size_t)(hdr_end + 4 - buf);
-        r->len = n - start;
-        r->body = malloc(r->len + 1);
-        memcpy(r->body, buf + start, r->len);
-        r->body[r->len] = '\0';
-    }
-    free(buf);
-}
-
-/* A request signed by k (the whole body hashed). */
-static void signed_request(const fedc_key *k, const char *method, const char *path,
-                           const void *body, size_t len, resp *r)
-{
-    uint8_t h[FEDCI_HASH_BYTES];
-    fedci_body_hash(body ? body : "", body ? len : 0, h);
-    fedci_auth a;
-    fedci_auth_sign(k, method, path, h, fedci_now_ms(), &a);
-    char auth[FEDCI_AUTH_MAX];
-    fedci_auth_format(&a, auth, sizeof auth);
-    size_t cap = len + 2048;
-    char *req = malloc(cap);
-    int n = snprintf(req, cap,
-                     "%s %s HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n"
-                     "Authorization: %s\r\n",
-                     method, path, auth);
-    if (body)
-        n += snprintf(req + n, cap - (size_t)n,
-                      "Content-Type: application/x-protobuf\r\nContent-Length: %zu\r\n", len);
-    n += snprintf(req + n, cap - (size_t)n, "\r\n");
-    if (body && len) memcpy(req + n, body, len);
-    exchange(req, (size_t)n + (body ? len : 0), r);
-    free(req);
-}
-
-static void assert_serving(void)
-{
-    resp r;
-    static const char req[] = "GET /v1/status HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
-    exchange(req, sizeof req - 1, &r);
-    assert_int_equal(r.status, 200);
-    assert_non_null(strstr(r.body, "\"run_id\""));
-    resp_free(&r);
-}
 
 /* ---- SecAgg messages ---- */
 
@@ -170,11 +69,11 @@ static int post_msg(const fedc_key *k, const char *path, int stage, const uint8_
         c.data.len = vlen;
         assert_int_equal(fedci_frame_append(&c.base, &b, NULL), FEDC_OK);
     }
-    resp r;
-    signed_request(k, "POST", path, b.data, b.len, &r);
+    nt_resp r;
+    nt_signed_request(k, "POST", path, b.data, b.len, &r);
     fedci_buf_fini(&b);
     int st = r.status;
-    resp_free(&r);
+    nt_resp_free(&r);
     return st;
 }
 
@@ -182,18 +81,18 @@ static int post_msg(const fedc_key *k, const char *path, int stage, const uint8_
 static int poll_stage(int stage, ProtobufCMessage **out)
 {
     for (int i = 0; i < 600; i++) {
-        resp r;
-        signed_request(keys[3], "GET", task_path, NULL, 0, &r);
+        nt_resp r;
+        nt_signed_request(keys[3], "GET", task_path, NULL, 0, &r);
         if (r.status != 200) {
             int st = r.status;
-            resp_free(&r);
+            nt_resp_free(&r);
             return st;
         }
         ProtobufCMessage *m;
         assert_int_equal(fedci_unpack(&fedc__v1__sec_agg_message__descriptor, (uint8_t *)r.body,
                                       r.len, "secagg", &m, NULL),
                          FEDC_OK);
-        resp_free(&r);
+        nt_resp_free(&r);
         Fedc__V1__SecAggMessage *sm = (Fedc__V1__SecAggMessage *)m;
         if ((int)sm->stage == stage) {
             *out = m;
@@ -211,23 +110,6 @@ static int poll_stage(int stage, ProtobufCMessage **out)
 }
 
 /* ---- setup ---- */
-
-static pid_t spawn_client(int i)
-{
-    char url[64], key[4096];
-    snprintf(url, sizeof url, "http://127.0.0.1:%d", port);
-    snprintf(key, sizeof key, "%s/k%d.key", dir, i);
-    pid_t p = fork();
-    if (p == 0) {
-        int null = open("/dev/null", O_WRONLY);
-        dup2(null, 1);
-        dup2(null, 2);
-        execl(fedc_bin, "fedc", "client", "--server", url, "--key", key, "--config", cfg_path,
-              "--quiet", NULL);
-        _exit(127);
-    }
-    return p;
-}
 
 static int group_setup(void **state)
 {
@@ -255,37 +137,7 @@ static int group_setup(void **state)
                       "[secagg]\nenabled = true\nbits = 20\nstage_timeout = 3\n"
                       "[client]\nretry_initial = 0.05\nretry_max = 0.2\n";
     tu_write_file(cfg_path, cfg, strlen(cfg));
-    int fds[2];
-    if (pipe(fds) != 0) return -1;
-    char state_dir[4096], errf[4096];
-    snprintf(state_dir, sizeof state_dir, "%s/state", dir);
-    snprintf(errf, sizeof errf, "%s/server.err", dir);
-    server_pid = fork();
-    if (server_pid == 0) {
-        dup2(fds[1], 1);
-        int e = open(errf, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-        if (e >= 0) dup2(e, 2);
-        close(fds[0]);
-        execl(fedc_bin, "fedc", "server", cfg_path, "--listen", "127.0.0.1:0", "--state", state_dir,
-              "--allow-file", path, "--json", NULL);
-        _exit(127);
-    }
-    close(fds[1]);
-    server_out = fdopen(fds[0], "r");
-    char line[1024];
-    struct pollfd pf = {fds[0], POLLIN, 0};
-    while (poll(&pf, 1, 20000) > 0 && fgets(line, sizeof line, server_out)) {
-        char *p = strstr(line, "\"port\":");
-        if (p) {
-            port = atoi(p + 7);
-            break;
-        }
-    }
-    if (port <= 0) {
-        fprintf(stderr, "the server did not start (see %s)\n", errf);
-        return -1;
-    }
-    return 0;
+    return nt_server_start(fedc_bin, dir, cfg_path, path, &server_pid, &server_out);
 }
 
 static int group_teardown(void **state)
@@ -314,15 +166,15 @@ static void test_task(void **state)
     rq.wait_ms = 20000;
     fedci_buf b = {0};
     assert_int_equal(fedci_pack(&rq.base, &b, NULL), FEDC_OK);
-    resp r;
-    signed_request(keys[3], "POST", "/v1/checkin", b.data, b.len, &r);
+    nt_resp r;
+    nt_signed_request(keys[3], "POST", "/v1/checkin", b.data, b.len, &r);
     fedci_buf_fini(&b);
     assert_int_equal(r.status, 200);
     ProtobufCMessage *m;
     assert_int_equal(fedci_unpack(&fedc__v1__checkin_response__descriptor, (uint8_t *)r.body, r.len,
                                   "answer", &m, NULL),
                      FEDC_OK);
-    resp_free(&r);
+    nt_resp_free(&r);
     Fedc__V1__CheckinResponse *cr = (Fedc__V1__CheckinResponse *)m;
     assert_int_equal(cr->reply_case, FEDC__V1__CHECKIN_RESPONSE__REPLY_TASK);
     const Fedc__V1__SecAggTask *t = cr->task->secagg;
@@ -356,7 +208,7 @@ static void test_task(void **state)
     fedci_unpacked_free(m);
     assert_int_equal(fedc_secagg_client_create(&params, 3, &me, NULL), FEDC_OK);
     /* the honest clients start now (stage 1 waits for all four) */
-    for (int i = 0; i < 3; i++) client_pid[i] = spawn_client(i);
+    for (int i = 0; i < 3; i++) client_pid[i] = nt_spawn_client(dir, i, cfg_path);
 }
 
 static void sign_keys(const fedc_key *k, uint32_t id, const uint8_t *msg,
@@ -391,17 +243,17 @@ static void test_advertise(void **state)
     {
         char p[200];
         snprintf(p, sizeof p, "%.*s/result", (int)(strlen(task_path) - 7), task_path);
-        resp r;
-        signed_request(keys[3], "POST", p, "\x0a\x00", 2, &r);
+        nt_resp r;
+        nt_signed_request(keys[3], "POST", p, "\x0a\x00", 2, &r);
         assert_int_equal(r.status, 409);
-        resp_free(&r);
+        nt_resp_free(&r);
     }
     /* garbage */
     {
-        resp r;
-        signed_request(keys[3], "POST", task_path, "\x05\xff\xff\xff\xff\xff", 6, &r);
+        nt_resp r;
+        nt_signed_request(keys[3], "POST", task_path, "\x05\xff\xff\xff\xff\xff", 6, &r);
         assert_int_equal(r.status, 400);
-        resp_free(&r);
+        nt_resp_free(&r);
     }
     /* forged advert: the keys signed by client 0's key */
     Fedc__V1__KeySignature forged;
@@ -430,7 +282,7 @@ static void test_advertise(void **state)
     assert_int_equal(post_msg(keys[3], other_path, FEDC__V1__STAGE__STAGE_SECAGG_ADVERTISE, msg,
                               len, &ks, NULL, 0, 0),
                      409);
-    assert_serving();
+    nt_assert_serving();
     /* the honest advert, then the same again */
     assert_int_equal(post_msg(keys[3], task_path, FEDC__V1__STAGE__STAGE_SECAGG_ADVERTISE, msg,
                               len, &ks, NULL, 0, 0),
@@ -488,7 +340,7 @@ static void test_share(void **state)
     assert_int_equal(post_msg(keys[3], task_path, FEDC__V1__STAGE__STAGE_SECAGG_UNMASK, msg, len,
                               NULL, NULL, 0, 0),
                      409);
-    assert_serving();
+    nt_assert_serving();
     /* honest, then duplicated */
     assert_int_equal(post_msg(keys[3], task_path, S, msg, len, NULL, NULL, 0, 0), 200);
     assert_int_equal(post_msg(keys[3], task_path, S, msg, len, NULL, NULL, 0, 0), 409);
@@ -522,7 +374,7 @@ static void test_masked_then_drop(void **state)
     sa_put32(msg + SA_HDR, 1u << 20);
     assert_int_equal(post_msg(keys[3], task_path, S, msg, SA_HDR, NULL, vec, vlen, 0), 422);
     memcpy(msg + SA_HDR, keep, 4);
-    assert_serving();
+    nt_assert_serving();
     free(x);
     fedc_free(msg);
     /* this client now drops out: its masked input never comes. The stage closes at its
@@ -532,15 +384,6 @@ static void test_masked_then_drop(void **state)
     assert_int_equal(post_msg(keys[3], task_path, FEDC__V1__STAGE__STAGE_SECAGG_UNMASK,
                               (const uint8_t *)"x", 1, NULL, NULL, 0, 0),
                      409);
-}
-
-static void last_sha(const char *text, char out[65])
-{
-    const char *p = NULL, *q = text;
-    while ((q = strstr(q, "\"model_sha256\":\"")) != NULL) p = q++;
-    assert_non_null(p);
-    memcpy(out, p + 16, 64);
-    out[64] = '\0';
 }
 
 static void test_sum_untouched(void **state)
@@ -563,7 +406,7 @@ static void test_sum_untouched(void **state)
         fail_msg("round 1 did not end with 3 participants: '%s'", last);
     }
     char fed[65], sim[65];
-    last_sha(last, fed);
+    nt_last_sha(last, fed);
     int st;
     for (int i = 0; i < 3; i++) {
         waitpid(client_pid[i], &st, 0);
@@ -573,17 +416,7 @@ static void test_sum_untouched(void **state)
     waitpid(server_pid, &st, 0);
     server_pid = -1;
     assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
-    char cmd[8192];
-    snprintf(cmd, sizeof cmd,
-             "FEDC_TEST_SECAGG_DROP=3:masked '%s' sim '%s' --json --threads 1 2>/dev/null "
-             "| tail -1",
-             fedc_bin, cfg_path);
-    FILE *p = popen(cmd, "r");
-    assert_non_null(p);
-    char out[4096] = "";
-    assert_non_null(fgets(out, sizeof out, p));
-    pclose(p);
-    last_sha(out, sim);
+    nt_sim_sha("FEDC_TEST_SECAGG_DROP=3:masked", cfg_path, sim);
     assert_string_equal(fed, sim);
 }
 

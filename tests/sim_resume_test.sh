@@ -35,7 +35,6 @@ every = 2
 fraction = 0.5
 INI
 
-sha() { grep -o '"model_sha256":"[0-9a-f]*"' "$1" | tail -1 | cut -d'"' -f4; }
 # metrics.jsonl without the timings
 metrics() { sed -E 's/"(seconds|fit_seconds)":[^,}]*,?//g' "$1"; }
 
@@ -53,7 +52,7 @@ for c in "${cases[@]}"; do
   read -r -a args <<<"${c#*|}"
   "$FEDC" sim "$TMP/run.ini" "${args[@]}" --json --out "$TMP/$name.full" >"$TMP/$name.a" 2>"$TMP/err"
   check "$name: uninterrupted run exits 0" test $? -eq 0
-  a=$(sha "$TMP/$name.a")
+  a=$(sha_of "$TMP/$name.a")
   "$FEDC" sim "$TMP/run.ini" "${args[@]}" --json --checkpoint "$TMP/$name.ck" --stop-after 3 \
     --out "$TMP/$name.out1" >"$TMP/$name.b" 2>"$TMP/err"
   check "$name: --stop-after 3 exits 0" test $? -eq 0
@@ -65,7 +64,7 @@ for c in "${cases[@]}"; do
   check "$name: --resume exits 0" test $? -eq 0
   check "$name: resumed run printed rounds 4 to 6 only" \
     test "$(grep -c '"round":' "$TMP/$name.c")" -eq 3 -a "$(grep -c '"round":4,' "$TMP/$name.c")" -eq 1
-  r=$(sha "$TMP/$name.c")
+  r=$(sha_of "$TMP/$name.c")
   check "$name: resumed model = uninterrupted model ($a)" test ${#a} -eq 64 -a "$a" = "$r"
   check "$name: resumed outputs hold all 6 rounds, equal to the uninterrupted run's" \
     test "$(metrics "$TMP/$name.out2/metrics.jsonl")" = "$(metrics "$TMP/$name.full/metrics.jsonl")" \
@@ -103,7 +102,7 @@ check "killed mid-run: before the end" test "${killed:-round-00000150}" != round
 "$FEDC" sim "$TMP/run.ini" "${long[@]}" --json --checkpoint "$TMP/kill.ck" --resume \
   --set run.checkpoint_every=1000 >"$TMP/long.c" 2>"$TMP/err"
 check "killed run: --resume exits 0" test $? -eq 0
-check "killed run: resumed model = uninterrupted model" test "$(sha "$TMP/long.a")" = "$(sha "$TMP/long.c")"
+check "killed run: resumed model = uninterrupted model" test "$(sha_of "$TMP/long.a")" = "$(sha_of "$TMP/long.c")"
 
 # Refusals
 expect_exit 1 "$FEDC" sim "$TMP/run.ini" --resume -q
@@ -111,7 +110,7 @@ expect_err "--resume needs the checkpoint directory" "$FEDC" sim "$TMP/run.ini" 
 expect_err "holds checkpoints of a run .the newest after round 6.: add --resume" \
   "$FEDC" sim "$TMP/run.ini" --checkpoint "$TMP/fedavg.ck" -q
 "$FEDC" sim "$TMP/run.ini" --checkpoint "$TMP/empty.ck" --resume -q --json >"$TMP/o" 2>"$TMP/err"
-check "--resume with no checkpoint yet starts at round 1" test "$(sha "$TMP/o")" = "$(sha "$TMP/fedavg.a")"
+check "--resume with no checkpoint yet starts at round 1" test "$(sha_of "$TMP/o")" = "$(sha_of "$TMP/fedavg.a")"
 cp -r "$TMP/fedavg.ck" "$TMP/bad.ck"
 head -c 100 "$TMP/fedavg.ck/round-00000006/engine.safetensors" >"$TMP/bad.ck/round-00000006/engine.safetensors"
 "$FEDC" sim "$TMP/run.ini" --checkpoint "$TMP/bad.ck" --resume -q >"$TMP/o" 2>"$TMP/err"
@@ -122,10 +121,8 @@ check "another configuration (fedavg on scaffold's checkpoint): refused" test $?
 check "another configuration: a clear message" grep -qi "config\|scaffold" "$TMP/err"
 
 # MPI: the same on 2 ranks, and across process counts.
-if "$FEDC" version | grep -q '[(, ]mpi[,)]' && command -v mpirun >/dev/null; then
-  MPIRUN=(mpirun --allow-run-as-root --oversubscribe --bind-to none --mca btl self,vader
-          --mca btl_vader_single_copy_mechanism none)
-  export OMPI_MCA_rmaps_base_oversubscribe=1
+if have_mpi && command -v mpirun >/dev/null; then
+  use_mpirun
   args_of() { for c in "${cases[@]}"; do [[ ${c%%|*} == "$1" ]] && read -r -a args <<<"${c#*|}"; done; }
   for name in scaffold dp; do
     args_of "$name"
@@ -136,7 +133,7 @@ if "$FEDC" version | grep -q '[(, ]mpi[,)]' && command -v mpirun >/dev/null; the
       --checkpoint "$TMP/$name.mck" --resume --out "$TMP/$name.mout" >"$TMP/$name.mc" 2>"$TMP/err"
     check "$name: mpirun -np 2 --resume exits 0" test $? -eq 0
     check "$name: 2 ranks, resumed = uninterrupted single process" \
-      test "$(sha "$TMP/$name.mc")" = "$(sha "$TMP/$name.a")"
+      test "$(sha_of "$TMP/$name.mc")" = "$(sha_of "$TMP/$name.a")"
     check "$name: 2 ranks, resumed outputs hold all 6 rounds" \
       test "$(metrics "$TMP/$name.mout/metrics.jsonl")" = "$(metrics "$TMP/$name.full/metrics.jsonl")"
   done
@@ -150,7 +147,7 @@ if "$FEDC" version | grep -q '[(, ]mpi[,)]' && command -v mpirun >/dev/null; the
     grep -q '"final":true,"rounds":4,' "$TMP/o"
   "$FEDC" sim "$TMP/run.ini" "${args[@]}" --json --checkpoint "$TMP/x.ck" --resume >"$TMP/o" 2>"$TMP/err"
   check "compress: 1 process -> 2 ranks -> 1 process, resumed = uninterrupted" \
-    test "$(sha "$TMP/o")" = "$(sha "$TMP/compress.a")"
+    test "$(sha_of "$TMP/o")" = "$(sha_of "$TMP/compress.a")"
   # Rank 1 killed mid-run (mpirun ends the job), then the job restarted with --resume.
   "${MPIRUN[@]}" -np 2 "$FEDC" sim "$TMP/run.ini" "${long[@]}" -q --threads 1 \
     --checkpoint "$TMP/mkill.ck" >"$TMP/o" 2>"$TMP/e" &
@@ -165,7 +162,7 @@ if "$FEDC" version | grep -q '[(, ]mpi[,)]' && command -v mpirun >/dev/null; the
   "${MPIRUN[@]}" -np 2 "$FEDC" sim "$TMP/run.ini" "${long[@]}" --json --threads 1 \
     --checkpoint "$TMP/mkill.ck" --resume --set run.checkpoint_every=1000 >"$TMP/o" 2>"$TMP/e"
   check "rank 1 killed: the restarted job resumes to the uninterrupted model" \
-    test "$(sha "$TMP/o")" = "$(sha "$TMP/long.a")"
+    test "$(sha_of "$TMP/o")" = "$(sha_of "$TMP/long.a")"
 else
   echo "skip: MPI parts (this fedc has no MPI backend or mpirun is missing)"
 fi

@@ -1,6 +1,7 @@
 /* Helpers shared by the C tests. */
 #include "testutil.h"
 
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -122,4 +123,39 @@ static fedc_status load_op(void *ctx, fedc_err *err)
 int tu_alloc_torture_load(const char *spec)
 {
     return tu_alloc_torture(load_op, (void *)spec, 2000);
+}
+
+fedc_model *tu_model(const char *spec, const int64_t *shape, int ndim, int outputs)
+{
+    fedc_model *m = NULL;
+    fedc_err err;
+    if (fedc_model_create(spec, shape, ndim, outputs, &m, &err) != FEDC_OK)
+        fail_msg("'%s': %s", spec, err.msg);
+    return m;
+}
+
+fedc_status tu_eval_nothing(const void *s, void *w, const fedc_eval_ins *ins, fedc_eval_out *out,
+                            fedc_err *e)
+{
+    (void)s;
+    (void)w;
+    (void)ins;
+    (void)e;
+    out->loss = 0;
+    out->accuracy = NAN;
+    out->num_examples = 1;
+    return FEDC_OK;
+}
+
+fedc_config *tu_config(const char *const *base, const char *const *sets)
+{
+    fedc_config *cfg = fedc_config_create();
+    assert_non_null(cfg);
+    for (int i = 0; base && base[i]; i++)
+        if (fedc_config_set(cfg, base[i], "test") != FEDC_OK)
+            fail_msg("%s: %s", base[i], fedc_config_errmsg(cfg));
+    for (int i = 0; sets && sets[i]; i++)
+        if (fedc_config_set(cfg, sets[i], "test") != FEDC_OK)
+            fail_msg("%s: %s", sets[i], fedc_config_errmsg(cfg));
+    return cfg;
 }

@@ -8,7 +8,9 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include "fedc/nn.h"
 #include "fedc/status.h"
+#include "fedc/trainer.h"
 
 /* A fresh empty directory under $TMPDIR (or /tmp) for this test; removed by tu_rmtree. */
 char *tu_tempdir(const char *tag);
@@ -37,6 +39,15 @@ typedef fedc_status (*tu_alloc_op)(void *ctx, fedc_err *err);
 int tu_alloc_torture(tu_alloc_op op, void *ctx, uint64_t max_k);
 /* tu_alloc_torture over fedc_data_load(spec): on failure both datasets are NULL. */
 int tu_alloc_torture_load(const char *spec);
+
+/* fedc_model_create(spec, shape, ndim, outputs); fails the test with the message on error. */
+fedc_model *tu_model(const char *spec, const int64_t *shape, int ndim, int outputs);
+/* A config: the assignments in base, then those in sets (each NULL-terminated, may be NULL);
+ * fails the test on a rejected one. */
+fedc_config *tu_config(const char *const *base, const char *const *sets);
+/* A fedc_trainer_ops.evaluate that evaluates nothing: loss 0, accuracy NaN, 1 example. */
+fedc_status tu_eval_nothing(const void *s, void *w, const fedc_eval_ins *ins, fedc_eval_out *out,
+                            fedc_err *e);
 
 /* Asserts |a - b| <= atol + rtol * |b|, printing both on failure. */
 #define assert_close(a, b, rtol, atol)                                                         \
