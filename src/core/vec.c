@@ -195,6 +195,11 @@ double fedc_vec_norm2(size_t n, const float *x)
     return sqrt(fedc_vec_dot(n, x, x));
 }
 
+/* The scan runs on every update received and every fused SGD block: AVX-512 and AVX2 versions
+ * next to the baseline one, picked at load time (GCC function multiversioning, glibc ifunc). */
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__GLIBC__)
+__attribute__((target_clones("avx512f", "avx2", "default")))
+#endif
 ptrdiff_t fedc_vec_find_nonfinite(size_t n, const float *x)
 {
     /* Branch-free over blocks of 64: (bits & exponent mask) + one exponent unit carries into

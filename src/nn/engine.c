@@ -15,6 +15,7 @@
 #include "fedc/rng.h"
 #include "fedc/vec.h"
 #include "nn/nn_internal.h"
+#include "optim/optim_internal.h"
 
 struct fedc_nn_workspace {
     const fedc_model *m;
@@ -261,73 +262,14 @@ fedc_status fedc_nn_train_batch(fedc_nn_workspace *ws, const float *params, cons
     return FEDC_OK;
 }
 
-/* The index of the first NaN or Inf in g[0..n-1], or -1. Blocks are screened with integer
- * operations the vectorizer handles (fedc_vec_find_nonfinite's float sum is a sequential
- * reduction at -O2/-O3, 4 cycles per element): an exponent of all ones plus one carries into
- * the (masked off) sign bit. */
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__GLIBC__)
-/* AVX-512 and AVX2 versions next to the baseline one, picked at load time (as optim.c). */
-#define ENGINE_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
-#else
-#define ENGINE_CLONES
-#endif
-
-ENGINE_CLONES static ptrdiff_t find_nonfinite(const float *g, size_t n)
-{
-    for (size_t s = 0; s < n; s += 1024) {
-        const size_t e = s + 1024 < n ? s + 1024 : n;
-        uint32_t acc = 0;
-        for (size_t i = s; i < e; i++) {
-            uint32_t u;
-            memcpy(&u, g + i, sizeof u);
-            acc |= (u & 0x7f800000u) + 0x00800000u;
-        }
-        if (acc & 0x80000000u)
-            for (size_t i = s; i < e; i++)
-                if (!isfinite(g[i])) return (ptrdiff_t)i;
-    }
-    return -1;
-}
-
-ENGINE_CLONES static void sgd_plain(float *restrict w, const float *restrict g, size_t n,
-                                    float lr)
-{
-    for (size_t i = 0; i < n; i++) w[i] -= lr * g[i];
-}
-
-/* src/optim/optim.c's sgd_step, element for element, with scale 1 (no clipping). */
-ENGINE_CLONES static void sgd_general(const fedc_sgd_step *st, float *restrict w,
-                                      const float *restrict g, float *restrict buf,
-                                      const float *restrict c, size_t n)
-{
-    const float lr = st->lr, wd = st->weight_decay, mu = st->prox_mu, mom = st->momentum;
-    const int first = st->first, nest = st->nesterov;
-    for (size_t i = 0; i < n; i++) {
-        float gi = g[i];
-        if (mu != 0.0f) gi += mu * (w[i] - c[i]);
-        if (wd != 0.0f) gi += wd * w[i];
-        float d = gi;
-        if (mom != 0.0f) {
-            float b = first ? gi : mom * buf[i] + gi;
-            buf[i] = b;
-            d = nest ? gi + mom * b : b;
-        }
-        w[i] -= lr * d;
-    }
-}
-
 ptrdiff_t fedci_sgd_apply(const fedc_sgd_step *st, float *params, size_t off, const float *g,
                           size_t n)
 {
-    ptrdiff_t bad = find_nonfinite(g, n);
+    ptrdiff_t bad = fedc_vec_find_nonfinite(n, g);
     if (bad >= 0) return bad;
-    /* The expressions of fedc_optim_step (multiplies and adds stay separate: ISO C mode does
-     * not contract them), hence its bits. */
-    if (st->momentum == 0.0f && st->weight_decay == 0.0f && st->prox_mu == 0.0f)
-        sgd_plain(params + off, g, n, st->lr);
-    else
-        sgd_general(st, params + off, g, st->momentum_buf ? st->momentum_buf + off : NULL,
-                    st->center ? st->center + off : NULL, n);
+    /* fedc_optim_step's own kernel (scale 1: no clipping), hence its bits */
+    fedci_sgd_update(st, params + off, g, st->momentum_buf ? st->momentum_buf + off : NULL,
+                     st->center ? st->center + off : NULL, n, 1.0f);
     return -1;
 }
 

@@ -13,6 +13,7 @@
 #include "fedc/alloc.h"
 #include "fedc/optim.h"
 #include "fedc/vec.h"
+#include "optim/optim_internal.h"
 
 /* The update loops are written for the vectorizer; -O2's cost model would leave them scalar. */
 #if defined(__GNUC__) && !defined(__clang__) && defined(__OPTIMIZE__) && !defined(__OPTIMIZE_SIZE__)
@@ -172,12 +173,10 @@ void fedc_optim_reset(fedc_optim *opt)
     opt->last_norm = 0.0;
 }
 
-int fedc_optim_sgd_fuse(fedc_optim *opt, fedc_sgd_step *step)
+/* The SGD step's parameters for the next step of opt. */
+static void sgd_params(const fedc_optim *opt, fedc_sgd_step *step)
 {
-    assert(opt && step);
     const fedc_optim_config *c = &opt->cfg;
-    if (c->kind != FEDC_OPTIM_SGD || c->clip_norm > 0.0) return 0;
-    /* The values sgd_step uses, with scale 1 (no clipping). */
     memset(step, 0, sizeof *step);
     step->lr = (float)c->lr;
     step->momentum = (float)c->momentum;
@@ -187,6 +186,14 @@ int fedc_optim_sgd_fuse(fedc_optim *opt, fedc_sgd_step *step)
     step->first = opt->t == 0;
     step->momentum_buf = opt->m;
     step->center = opt->center;
+}
+
+int fedc_optim_sgd_fuse(fedc_optim *opt, fedc_sgd_step *step)
+{
+    assert(opt && step);
+    const fedc_optim_config *c = &opt->cfg;
+    if (c->kind != FEDC_OPTIM_SGD || c->clip_norm > 0.0) return 0;
+    sgd_params(opt, step); /* what fedc_optim_step would use, with scale 1 (no clipping) */
     opt->t++;
     return 1;
 }
@@ -270,22 +277,18 @@ double fedc_clip_by_global_norm(float *grads, size_t n, double max_norm)
     return norm;
 }
 
-OPTIM_CLONES static void sgd_step(fedc_optim *o, float *w, const float *g, float scale)
+OPTIM_CLONES void fedci_sgd_update(const fedc_sgd_step *st, float *restrict w,
+                                   const float *restrict g, float *restrict buf,
+                                   const float *restrict c, size_t n, float scale)
 {
-    const size_t n = o->n;
-    const float lr = (float)o->cfg.lr, wd = (float)o->cfg.weight_decay;
-    const float mu = o->center ? (float)o->cfg.prox_mu : 0.0f, mom = (float)o->cfg.momentum;
-    const float *c = o->center;
+    const float lr = st->lr, wd = st->weight_decay, mu = st->prox_mu, mom = st->momentum;
     if (mom == 0.0f && wd == 0.0f && mu == 0.0f) {
         /* Plain SGD, the FL default: one fused multiply-add per parameter. */
         const float a = lr * scale;
-        float *restrict ws = w;
-        const float *restrict gs = g;
-        for (size_t i = 0; i < n; i++) ws[i] -= a * gs[i];
+        for (size_t i = 0; i < n; i++) w[i] -= a * g[i];
         return;
     }
-    float *buf = o->m;
-    const int first = o->t == 0, nest = o->cfg.nesterov;
+    const int first = st->first, nest = st->nesterov;
     for (size_t i = 0; i < n; i++) {
         float gi = g[i] * scale;
         if (mu != 0.0f) gi += mu * (w[i] - c[i]);
@@ -345,9 +348,11 @@ fedc_status fedc_optim_step(fedc_optim *opt, float *params, const float *grads)
     float scale = 1.0f;
     if (opt->cfg.clip_norm > 0.0 && norm > opt->cfg.clip_norm)
         scale = (float)(opt->cfg.clip_norm / norm);
-    if (opt->cfg.kind == FEDC_OPTIM_SGD)
-        sgd_step(opt, params, grads, scale);
-    else
+    if (opt->cfg.kind == FEDC_OPTIM_SGD) {
+        fedc_sgd_step st;
+        sgd_params(opt, &st);
+        fedci_sgd_update(&st, params, grads, st.momentum_buf, st.center, opt->n, scale);
+    } else
         adam_step(opt, params, grads, scale);
     opt->t++;
     return FEDC_OK;
