@@ -624,6 +624,42 @@ static void test_submit_checks(void **state)
     fedc_layout_destroy(p.layout);
 }
 
+/* A pre-aggregated sum (SecAgg + central DP) naming a client twice is refused as a whole, and
+ * leaves every client it named free to report on its own. */
+static void test_submit_sum_refused(void **state)
+{
+    (void)state;
+    const size_t P = 8;
+    probe p;
+    probe_make(&p, P, PROBE_ZERO, 0, 0);
+    fedc_trainer t = {&probe_ops, &p};
+    const char *const sets[] = {"clients.count=20", "clients.per_round=5", "dp.clip=1",
+                                "dp.noise_multiplier=1e-3", "dp.seeded_noise=true", NULL};
+    fedc_config *cfg = tu_config(probe_base, sets);
+    fedc_engine *e = NULL;
+    fedc_err err;
+    assert_int_equal(fedc_engine_create(cfg, &t, &e, &err), FEDC_OK);
+    const uint32_t *ids;
+    size_t n;
+    assert_int_equal(fedc_engine_round_begin(e, &ids, &n, &err), FEDC_OK);
+    assert_int_equal(n, 5);
+    float sum[8] = {0};
+    const uint32_t twice[] = {ids[0], ids[1], ids[0]};
+    assert_int_equal(fedc_engine_submit_sum(e, twice, 3, sum, 0, &err), FEDC_ERR_INVALID);
+    assert_non_null(strstr(err.msg, "a second result"));
+    float upd[8];
+    for (size_t i = 0; i < P; i++) upd[i] = 0.25f;
+    fedc_fit_out out = {.update = upd, .num_examples = 3, .train_loss = 0.5, .steps = 1};
+    for (size_t k = 0; k < 2; k++)
+        assert_int_equal(fedc_engine_submit_dp(e, ids[k], &out, NULL, 0, &err), FEDC_OK);
+    fedc_round_record rec;
+    assert_int_equal(fedc_engine_round_end(e, &rec, &err), FEDC_OK);
+    assert_int_equal(rec.participants, 2);
+    fedc_engine_destroy(e);
+    fedc_config_destroy(cfg);
+    fedc_layout_destroy(p.layout);
+}
+
 /* A transport that over-selects (fedc_engine_round_begin_select, the HTTP server's): every
  * selected client may report, the sum is still divided by clients.per_round, and the round is
  * accounted at q = selected / count. A retry after an aborted round (restore to the previous
@@ -701,6 +737,7 @@ int main(void)
         cmocka_unit_test(test_budget_stop),
         cmocka_unit_test(test_refused_configs),
         cmocka_unit_test(test_submit_checks),
+        cmocka_unit_test(test_submit_sum_refused),
         cmocka_unit_test(test_over_selection),
     };
     return cmocka_run_group_tests(tests, setup, teardown);

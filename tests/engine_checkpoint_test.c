@@ -589,6 +589,10 @@ static void test_refusals(void **state)
     expect_refusal(&f, NULL, NULL, bad, FEDC_ERR_FORMAT, "accountant");
     rewrite(f.path, bad, "__fedc__.dp.accountant", "0.41666666666666669:0.8:7", NULL);
     expect_refusal(&f, NULL, NULL, bad, FEDC_ERR_RANGE, "more than the 2 rounds");
+    /* steps that would wrap the accountant's 64-bit total back below the rounds done */
+    rewrite(f.path, bad, "__fedc__.dp.accountant",
+            "0.41666666666666669:0.8:18446744073709551600;0.41666666666666669:0.8:17", NULL);
+    expect_refusal(&f, NULL, NULL, bad, FEDC_ERR_RANGE, "more than the 2 rounds");
     rewrite(f.path, bad, "__fedc__.dp.clip", NULL, NULL);
     expect_refusal(&f, NULL, NULL, bad, FEDC_ERR_FORMAT, "'clip' is missing");
     rewrite(f.path, bad, "round", "2x", NULL);

@@ -461,8 +461,15 @@ fedc_status fedc_engine_submit_sum(fedc_engine *e, const uint32_t *clients, uint
         return fedc_err_set(err, FEDC_ERR_STATE, "engine: a pre-aggregated sum needs central DP");
     pthread_mutex_lock(&e->lock);
     fedc_status st = FEDC_OK;
-    for (uint32_t i = 0; i < count && st == FEDC_OK; i++) st = dp_admit(e, clients[i], err);
+    uint32_t admitted = 0;
+    while (admitted < count && (st = dp_admit(e, clients[admitted], err)) == FEDC_OK) admitted++;
     if (st == FEDC_OK) st = fedc_dp_run_fold(e->dp, sum, 1, err);
+    if (st != FEDC_OK) /* nothing was folded: the clients admitted so far may still report */
+        for (uint32_t i = 0; i < admitted; i++) {
+            const uint32_t *hit =
+                bsearch(&clients[i], e->selected, e->nselected, sizeof *clients, cmp_u32);
+            e->dp_seen[hit - e->selected] = 0;
+        }
     if (st == FEDC_OK) {
         e->fit_seconds += fit_seconds;
         e->accepted += count;

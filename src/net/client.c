@@ -694,11 +694,15 @@ static fedc_status check_model_header(void *user, const ProtobufCMessage *m, flo
     }
     snprintf(x->a->sha, sizeof x->a->sha, "%s", h->model->sha256);
     if (h->encoding && strcmp(h->encoding, "xdelta") == 0) {
-        if (!x->a->try_delta || h->base_version != x->a->base_version)
+        if (!x->a->try_delta)
             return fedc_err_set(err, FEDC_ERR_FORMAT,
                                 "model stream: a delta against version %" PRIu64
-                                ", we asked for %s",
-                                h->base_version, x->a->try_delta ? "another base" : "a full model");
+                                ", we asked for a full model",
+                                h->base_version);
+        /* The server picked the base by our ETag, the cached model's SHA-256: another version
+         * with that hash is the same model (a round that changed nothing). The apply checks
+         * the cached model against the delta's base hash. */
+        x->a->base_version = h->base_version;
         x->delta = 1;
     }
     if (h->encoding && h->encoding[0]) {
@@ -778,11 +782,13 @@ static fedc_status op_download(fedc_client *c, void *arg, fedc_err *err)
             a->try_delta = 0;
             return op_download(c, a, err);
         }
-        if (strcmp(got, a->sha) != 0 || (a->expect_sha && strcmp(got, a->expect_sha) != 0))
+        if (strcmp(got, a->sha) != 0 || (a->expect_sha && strcmp(got, a->expect_sha) != 0)) {
+            a->try_delta = 0; /* the cache is no longer the base: the retry downloads in full */
             return fedc_err_set(err, FEDC_ERR_NETWORK,
                                 "model %" PRIu64 ": the delta gives a model hashing to %s, "
                                 "announced %s",
                                 a->version, got, a->expect_sha ? a->expect_sha : a->sha);
+        }
         memcpy(a->sha, got, sizeof got);
         return FEDC_OK;
     }
@@ -957,21 +963,32 @@ typedef struct sa_req {
     const char *path;
     const uint8_t *body; /* POST; NULL: GET */
     size_t len;
+    unsigned tries;
 } sa_req;
 
 static fedc_status op_secagg(fedc_client *c, void *arg, fedc_err *err)
 {
     sa_req *a = arg;
     c->resp.len = 0;
+    a->tries++;
     FEDC_TRY(http(c, a->body ? "POST" : "GET", a->path, a->body, a->len, c->timeout, NULL, NULL,
                   err));
-    return classify(c, a->body ? "secagg message" : "secagg poll", err);
+    fedc_status st = classify(c, a->body ? "secagg message" : "secagg poll", err);
+    if (st == FEDC_ERR_STATE && a->body && a->tries > 1) {
+        /* A retry after a lost answer: the first attempt may have been taken (the server
+         * refuses a stage's message twice). Go on: the next stage's poll tells whether this
+         * client is still in the round. */
+        fedc_log(FEDC_LOG_INFO, "client", "%s; an earlier attempt may have been taken",
+                 fedc_err_message(err));
+        return FEDC_OK;
+    }
+    return st;
 }
 
 static fedc_status sa_post(void *ctx, const char *path, const uint8_t *body, size_t len,
                            fedc_err *err)
 {
-    sa_req a = {path, body ? body : (const uint8_t *)"", len};
+    sa_req a = {path, body ? body : (const uint8_t *)"", len, 0};
     return with_retries(ctx, "secagg message", op_secagg, &a, 10, err);
 }
 
@@ -979,7 +996,7 @@ static fedc_status sa_get(void *ctx, const char *path, const uint8_t **resp, siz
                           fedc_err *err)
 {
     fedc_client *c = ctx;
-    sa_req a = {path, NULL, 0};
+    sa_req a = {path, NULL, 0, 0};
     FEDC_TRY(with_retries(c, "secagg poll", op_secagg, &a, 10, err));
     *resp = c->resp.data ? c->resp.data : (const uint8_t *)"";
     *len = c->resp.len;

@@ -665,6 +665,11 @@ fedc_status fedc_dp_run_state_load(fedc_dp_run *dp, uint32_t rounds, fedc_dp_get
             if (parse_real(&p, 0, &q) || *p++ != ':' || parse_real(&p, 0, &z) || *p++ != ':' ||
                 parse_count(&p, &steps) || (*p && *p != ';'))
                 st = bad_entry(err, key, v, at, "not a phase q:z:steps");
+            else if (steps > rounds - fedc_accountant_steps(acc)) /* no wrap-around */
+                st = fedc_err_set(err, FEDC_ERR_RANGE,
+                                  "dp state: accountant phase at byte %td holds %llu rounds, "
+                                  "more than the %u rounds done",
+                                  at - v, (unsigned long long)steps, rounds);
             else if (!(q >= dp->q && q <= max_q) || z != dp->z || steps == 0)
                 st = fedc_err_set(err, FEDC_ERR_RANGE,
                                   "dp state: accountant phase at byte %td: q %.17g z %.17g "

@@ -286,7 +286,8 @@ fedc_status fedci_pool_state_load(fedci_pool *p, const char *path, size_t expect
             }
         char *end = NULL;
         unsigned long c = num && *num >= '0' && *num <= '9' ? strtoul(num, &end, 10) : 0;
-        if (kind < 0 || !end || *end || c >= p->num_clients) {
+        if (kind < 0 || !end || *end || c >= p->num_clients ||
+            (num[0] == '0' && num[1])) { /* one spelling per client: no "01" */
             s = fedc_err_set(err, FEDC_ERR_FORMAT,
                              "%s: tensor '%s' is not scaffold.c.<client> or residual.<client> "
                              "with a client below clients.count = %u",
