@@ -13,6 +13,11 @@
  * the orientation in which BLAS runs these shapes fastest, and transposed once at the end.
  * Stride 1 (the common case) builds col and scatters dcol through a zero-padded copy of one
  * input plane, so that every row operation is a plain copy or add of Wo floats.
+ *
+ * On CPUs with AVX-512, stride-1 layers whose filter count is a multiple of 16 skip all of this
+ * and run the direct kernels of conv_direct.c (forward, weight gradient, and the input
+ * gradient when the channel count is a multiple of 16 too); per-example norms (DP-SGD) keep the
+ * GEMM path, which also serves every other shape and is the tests' oracle for the kernels.
  */
 #include <stdatomic.h>
 #include <stddef.h>
@@ -88,6 +93,9 @@ static fedc_status conv_setup(fedci_layer *L, const char *where, fedc_err *err)
      * the transposed weight gradient, the padded plane of stride 1. */
     L->scratch_c = K * nb * HWo + (nb > 1 ? (size_t)F * nb * HWo : 0) + 2 * (size_t)F * K +
                    pad_floats(L);
+    /* The direct kernels' needs (the path is chosen per call: tests cap it). */
+    if (fedci_conv_direct_fits(L, 0) && fedci_conv_direct_scratch(L) > L->scratch_c)
+        L->scratch_c = fedci_conv_direct_scratch(L);
     L->macs_ps = (double)F * K * HWo;
     return FEDC_OK;
 }
@@ -171,11 +179,23 @@ void fedci_conv_cap_isa(int level)
 {
     atomic_store_explicit(&conv_cap, level, memory_order_relaxed);
 }
+/* The direct kernels: AVX-512 and not capped below them. */
+static int conv_direct(const fedci_layer *L, int need_dx)
+{
+    return conv_has_avx512() && atomic_load_explicit(&conv_cap, memory_order_relaxed) != 1 &&
+           fedci_conv_direct_fits(L, need_dx);
+}
 #define ROWS_COPY (conv_has_avx512() ? rows_copy_avx512 : rows_copy_c)
 #define ROWS_ADD (conv_has_avx512() ? rows_add_avx512 : rows_add_c)
 #else
 #define ROWS_COPY rows_copy_c
 #define ROWS_ADD rows_add_c
+static int conv_direct(const fedci_layer *L, int need_dx)
+{
+    (void)L;
+    (void)need_dx;
+    return 0;
+}
 void fedci_conv_cap_isa(int level)
 {
     (void)level;
@@ -326,6 +346,10 @@ static void conv_forward(const fedci_layer *L, const fedci_exec *e, const float 
     float *col = e->scratch;
     float *Yc = col + (size_t)K * nb * HWo;
     float *pad = Yc + (nb > 1 ? (size_t)F * nb * HWo : 0) + 2 * (size_t)F * K;
+    if (conv_direct(L, 0)) {
+        fedci_conv_direct_forward(L, W, bias, x, y, B, e->scratch);
+        return;
+    }
     for (int b0 = 0; b0 < B; b0 += nb) {
         const int n = B - b0 < nb ? B - b0 : nb;
         im2col(L, x + (size_t)b0 * L->in_n, n, col, pad);
@@ -365,6 +389,14 @@ static void conv_backward(const fedci_layer *L, const fedci_exec *e, const float
     float *pad = dWT + (size_t)F * K;
     float *dW = dP ? dP + L->toff[0] : NULL, *db = dP ? dP + L->toff[1] : NULL;
     if (db) memset(db, 0, (size_t)F * sizeof *db);
+    if (!pe_sq && conv_direct(L, dx != NULL)) {
+        fedci_conv_direct_backward(L, W, x, dy, dx, dW, B, e->scratch);
+        if (db)
+            for (int bi = 0; bi < B; bi++)
+                for (int f = 0; f < F; f++)
+                    db[f] += sum_row(dy + (size_t)bi * L->out_n + (size_t)f * HWo, HWo);
+        return;
+    }
     for (int b0 = 0; b0 < B; b0 += nb) {
         const int n = B - b0 < nb ? B - b0 : nb, ld = n * HWo;
         if (dW || pe_sq) im2col(L, x + (size_t)b0 * L->in_n, n, col, pad);

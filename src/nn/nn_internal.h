@@ -5,7 +5,8 @@
  *
  * Activation layout: every tensor is [batch x sample] with the sample in row-major order
  * (NCHW for images, [T, F] for sequences), the layout PyTorch uses. Convolutions lower to
- * GEMMs per chunk of samples (see conv.c), so no transposition of whole tensors is needed.
+ * GEMMs per chunk of samples (see conv.c), or run direct kernels that transpose one sample at
+ * a time to HWC in scratch (conv_direct.c); activations stay NCHW between layers.
  */
 #ifndef FEDC_NN_INTERNAL_H
 #define FEDC_NN_INTERNAL_H
@@ -171,9 +172,20 @@ int fedci_gemm_skinny(int ta, int tb, int M, int N, int K, float alpha, const fl
 /* Tests: caps the instruction set of the skinny path (0 none, 1 AVX2, 2 AVX-512; -1 = the
  * CPU's best), so that every variant can be checked on one machine. */
 void fedci_gemm_cap_isa(int level);
-/* Tests: 0 makes im2col/col2im use their plain-C row loops instead of the AVX-512 ones
- * (-1: the CPU's best), so that both can be compared on one machine. */
+/* Tests: 0 makes convolutions use im2col + GEMM with plain-C row loops, 1 im2col + GEMM with
+ * the AVX-512 row loops, -1 (or 2) the CPU's best (the direct kernels of conv_direct.c where
+ * they apply), so that every path can be compared on one machine. */
 void fedci_conv_cap_isa(int level);
+/* The direct stride-1 kernels (conv_direct.c; AVX-512, the caller checks the CPU). fits: the
+ * layer's shape is covered (need_dx: also the input gradient). scratch: floats they need.
+ * forward: y for B samples (+ bias). backward: dW (overwritten; skipped when NULL) and dx
+ * (skipped when NULL); the bias gradient is the caller's. */
+int fedci_conv_direct_fits(const fedci_layer *L, int need_dx);
+size_t fedci_conv_direct_scratch(const fedci_layer *L);
+void fedci_conv_direct_forward(const fedci_layer *L, const float *W, const float *bias,
+                               const float *x, float *y, int B, float *scratch);
+void fedci_conv_direct_backward(const fedci_layer *L, const float *W, const float *x,
+                                const float *dy, float *dx, float *dW, int B, float *scratch);
 /* The plain-C kernel: the fallback without BLAS and the tests' oracle. */
 void fedci_gemm_plain(int ta, int tb, int M, int N, int K, float alpha, const float *A,
                       int lda, const float *B, int ldb, float beta, float *C, int ldc);

@@ -1,0 +1,188 @@
+/*
+ * The direct AVX-512 convolution kernels (src/nn/conv_direct.c) against im2col + GEMM, the
+ * path the gradient checks of nn_layers_test pin: outputs, every parameter gradient and the
+ * input gradients of stacked convolutions agree to float32 rounding, for filter counts that
+ * fill one to six vectors (including odd numbers of vectors), channel counts 1 to 48, kernels
+ * 1 to 5 (even ones with "same"), "valid" padding, and rows wider than one 14-pixel tile.
+ * A sample's output does not depend on the batch it is in. Skipped on CPUs without AVX-512,
+ * where the direct kernels are never taken.
+ */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "fedc/fedc.h"
+#include "nn/nn_internal.h"
+#include "testutil.h"
+
+static int have_avx512(void)
+{
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx512f");
+#else
+    return 0;
+#endif
+}
+
+typedef struct pass_out {
+    float *logits, *grad;
+    double loss;
+} pass_out;
+
+/* Forward logits and the gradient of one batch, with the convolution path capped at cap. */
+static pass_out run_pass(fedc_model *m, const float *w, const float *x, const int32_t *y,
+                         int B, int cap)
+{
+    fedc_err err;
+    fedc_nn_workspace *ws = NULL;
+    fedci_conv_cap_isa(cap);
+    assert_int_equal(fedc_nn_workspace_create(m, B, &ws, &err), FEDC_OK);
+    const size_t P = fedc_model_param_count(m), O = (size_t)fedc_model_output_size(m);
+    pass_out o;
+    o.logits = malloc((size_t)B * O * sizeof *o.logits);
+    o.grad = malloc(P * sizeof *o.grad);
+    assert_non_null(o.logits);
+    assert_non_null(o.grad);
+    const float *z = NULL;
+    assert_int_equal(fedc_nn_forward(ws, w, x, B, &z), FEDC_OK);
+    memcpy(o.logits, z, (size_t)B * O * sizeof *z);
+    float loss = 0.0f;
+    assert_int_equal(fedc_nn_train_batch(ws, w, x, y, B, &loss), FEDC_OK);
+    o.loss = loss;
+    memcpy(o.grad, fedc_nn_workspace_grad(ws), P * sizeof *o.grad);
+    fedc_nn_workspace_destroy(ws);
+    fedci_conv_cap_isa(-1);
+    return o;
+}
+
+/* max |a - b| over n values <= rtol * max |b| (+ a tiny floor for all-zero tensors). */
+static void assert_tensor_close(const char *what, const float *a, const float *b, size_t n,
+                                double rtol)
+{
+    double scale = 0.0, worst = 0.0;
+    size_t at = 0;
+    for (size_t i = 0; i < n; i++) {
+        double d = fabs((double)a[i] - b[i]);
+        if (fabs((double)b[i]) > scale) scale = fabs((double)b[i]);
+        if (d > worst || d != d) {
+            worst = d;
+            at = i;
+        }
+    }
+    if (!(worst <= rtol * scale + 1e-30))
+        fail_msg("%s: element %zu is %.9g, im2col gives %.9g (max |value| %.6g)", what, at,
+                 (double)a[at], (double)b[at], scale);
+}
+
+/* One model both ways; returns 1 when some gradient differs in its bits (a different
+ * summation order ran). direct: the direct kernels run, so a sample's output must not depend
+ * on its batch (im2col batches small planes into one GEMM, whose blocking depends on B). */
+static int compare_spec(const char *spec, int C, int H, int W, int B, int direct)
+{
+    const int64_t shape[3] = {C, H, W};
+    fedc_model *m = tu_model(spec, shape, 3, 0);
+    const size_t P = fedc_model_param_count(m), in = fedc_model_input_size(m);
+    const int O = fedc_model_output_size(m);
+    float *w = malloc(P * sizeof *w), *x = malloc((size_t)B * in * sizeof *x);
+    int32_t *y = malloc((size_t)B * sizeof *y);
+    assert_non_null(w);
+    assert_non_null(x);
+    assert_non_null(y);
+    fedc_model_init_params(m, w, 11);
+    const fedc_layout *lay = fedc_model_layout(m);
+    for (size_t t = 0; t < lay->count; t++) /* non-zero biases */
+        if (strstr(lay->tensors[t].name, "bias"))
+            for (size_t i = 0; i < lay->tensors[t].numel; i++)
+                w[lay->tensors[t].offset + i] = 0.02f * (float)((int)(i % 9) - 4);
+    fedc_rng rng;
+    fedc_rng_init(&rng, 5, 0, 0, FEDC_RNG_DATA);
+    for (size_t i = 0; i < (size_t)B * in; i++) x[i] = 2.0f * fedc_rng_uniform(&rng) - 1.0f;
+    for (int i = 0; i < B; i++) y[i] = (int32_t)(fedc_rng_u32(&rng) % (uint32_t)O);
+
+    pass_out d = run_pass(m, w, x, y, B, -1), r = run_pass(m, w, x, y, B, 1);
+    char what[160];
+    snprintf(what, sizeof what, "%s on %dx%dx%d: logits", spec, C, H, W);
+    assert_tensor_close(what, d.logits, r.logits, (size_t)B * O, 2e-5);
+    assert_close(d.loss, r.loss, 1e-5, 1e-7);
+    for (size_t t = 0; t < lay->count; t++) {
+        snprintf(what, sizeof what, "%s on %dx%dx%d: gradient of %s", spec, C, H, W,
+                 lay->tensors[t].name);
+        assert_tensor_close(what, d.grad + lay->tensors[t].offset,
+                            r.grad + lay->tensors[t].offset, lay->tensors[t].numel, 5e-5);
+    }
+    int differ = memcmp(d.grad, r.grad, P * sizeof *d.grad) != 0;
+
+    /* Each sample's output alone equals its output in the batch, bit for bit. */
+    if (direct && B > 1) {
+        fedc_err err;
+        fedc_nn_workspace *ws = NULL;
+        assert_int_equal(fedc_nn_workspace_create(m, 1, &ws, &err), FEDC_OK);
+        for (int b = 0; b < B; b++) {
+            const float *z = NULL;
+            assert_int_equal(fedc_nn_forward(ws, w, x + (size_t)b * in, 1, &z), FEDC_OK);
+            assert_memory_equal(z, d.logits + (size_t)b * O, (size_t)O * sizeof *z);
+        }
+        fedc_nn_workspace_destroy(ws);
+    }
+    free(d.logits);
+    free(d.grad);
+    free(r.logits);
+    free(r.grad);
+    free(w);
+    free(x);
+    free(y);
+    fedc_model_destroy(m);
+    return differ;
+}
+
+static void test_direct_shapes(void **state)
+{
+    (void)state;
+    if (!have_avx512()) skip();
+    /* The cnn preset's two convolutions (the case the kernels are tuned for). */
+    assert_true(compare_spec("conv(32,5,same) relu maxpool(2) conv(64,5,same) relu flatten "
+                             "loss(mse)",
+                             1, 28, 28, 3, 1));
+    /* Stacked: the second layer's input gradient goes through the flipped-kernel pass. */
+    assert_true(compare_spec("conv(16,3,same) relu conv(32,3,same) flatten loss(mse)", 3, 9, 17,
+                             2, 1));
+    assert_true(compare_spec("conv(32,5) conv(48,3) flatten loss(mse)", 2, 12, 31, 2, 1));
+    /* One, three, five and six filter vectors; 1x1 and even kernels; thin and wide planes. */
+    assert_true(compare_spec("conv(16,1,same) conv(48,2,same) flatten loss(mse)", 4, 5, 7, 2, 1));
+    assert_true(compare_spec("conv(80,4,same) conv(96,3) flatten loss(mse)", 5, 8, 16, 2, 1));
+    assert_true(compare_spec("conv(16,3) conv(16,5,same) flatten loss(mse)", 1, 6, 30, 1, 1));
+    /* Channel counts above one tile of j values (k*C > 13). */
+    assert_true(compare_spec("conv(32,3,same) relu conv(64,3,same) flatten loss(mse)", 48, 6,
+                             6, 2, 1));
+}
+
+/* Layers outside the direct kernels' shapes (stride 2, filters not a multiple of 16) keep
+ * im2col: both caps give the same bits. */
+static void test_direct_not_taken(void **state)
+{
+    (void)state;
+    const int64_t shape[3] = {3, 9, 9};
+    fedc_model *m = tu_model("conv(20,3,same) flatten", shape, 3, 0);
+    assert_false(fedci_conv_direct_fits(&m->layers[0], 0));
+    fedc_model_destroy(m);
+    m = tu_model("conv(32,3,same,2) flatten", shape, 3, 0);
+    assert_false(fedci_conv_direct_fits(&m->layers[0], 0));
+    fedc_model_destroy(m);
+    m = tu_model("conv(32,3,same) conv(32,3,same) flatten", shape, 3, 0);
+    assert_true(fedci_conv_direct_fits(&m->layers[0], 0));
+    assert_false(fedci_conv_direct_fits(&m->layers[0], 1)); /* 3 channels: no input gradient */
+    assert_true(fedci_conv_direct_fits(&m->layers[1], 1));
+    fedc_model_destroy(m);
+    /* Not taken: the two caps run the same code, so the same bits. */
+    assert_false(compare_spec("conv(20,3,same) conv(24,3,same) flatten loss(mse)", 2, 7, 7, 2, 0));
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_direct_shapes),
+        cmocka_unit_test(test_direct_not_taken),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
