@@ -4,8 +4,8 @@
  * input gradients of stacked convolutions agree to float32 rounding, for filter counts that
  * fill one to six vectors (including odd numbers of vectors), channel counts 1 to 48, kernels
  * 1 to 5 (even ones with "same"), "valid" padding, and rows wider than one 14-pixel tile.
- * A sample's output does not depend on the batch it is in. Skipped on CPUs without AVX-512,
- * where the direct kernels are never taken.
+ * A sample's output does not depend on the batch it is in. The AVX-512 2x2 max pool gives the
+ * plain loop's values and argmaxes. Skipped on CPUs without AVX-512, where neither runs.
  */
 #include <math.h>
 #include <stdlib.h>
@@ -178,11 +178,53 @@ static void test_direct_not_taken(void **state)
     assert_false(compare_spec("conv(20,3,same) conv(24,3,same) flatten loss(mse)", 2, 7, 7, 2, 0));
 }
 
+/* The AVX-512 2x2 max pool against the plain loop: the same values and argmaxes, with ties
+ * (inputs from three levels), NaNs (never win), and widths from 2 to 70 (output rows longer
+ * than one vector, odd widths). */
+static void test_maxpool_avx512(void **state)
+{
+    (void)state;
+    if (!have_avx512()) skip();
+    const int widths[] = {2, 3, 7, 28, 33, 40, 70};
+    for (size_t wi = 0; wi < sizeof widths / sizeof *widths; wi++) {
+        const int64_t shape[3] = {3, 6, widths[wi]};
+        fedc_model *m = tu_model("maxpool(2) dense(4)", shape, 3, 0);
+        const fedci_layer *L = &m->layers[0];
+        const int B = 2;
+        const size_t n = (size_t)B * L->in_n, on = (size_t)B * L->out_n;
+        float *x = malloc(n * sizeof *x), *ya = malloc(on * sizeof *ya), *yb = malloc(on * 4);
+        int32_t *aa = malloc(on * sizeof *aa), *ab = malloc(on * sizeof *ab);
+        assert_true(x && ya && yb && aa && ab);
+        fedc_rng rng;
+        fedc_rng_init(&rng, 9, 0, (uint32_t)wi, FEDC_RNG_DATA);
+        for (size_t i = 0; i < n; i++) {
+            uint32_t r = fedc_rng_u32(&rng) % 16;
+            x[i] = r == 0 ? NAN : (float)(r % 3) - 1.0f;
+        }
+        fedci_exec e = {NULL, NULL, 0, NULL, NULL, NULL};
+        const fedci_layer_ops *ops = fedci_layer_ops_get(FEDCI_MAXPOOL);
+        fedci_conv_cap_isa(-1);
+        ops->forward(L, &e, NULL, x, ya, (float *)aa, B);
+        fedci_conv_cap_isa(0);
+        ops->forward(L, &e, NULL, x, yb, (float *)ab, B);
+        fedci_conv_cap_isa(-1);
+        assert_memory_equal(ya, yb, on * sizeof *ya);
+        assert_memory_equal(aa, ab, on * sizeof *aa);
+        free(x);
+        free(ya);
+        free(yb);
+        free(aa);
+        free(ab);
+        fedc_model_destroy(m);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_direct_shapes),
         cmocka_unit_test(test_direct_not_taken),
+        cmocka_unit_test(test_maxpool_avx512),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

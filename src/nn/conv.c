@@ -179,6 +179,11 @@ void fedci_conv_cap_isa(int level)
 {
     atomic_store_explicit(&conv_cap, level, memory_order_relaxed);
 }
+int fedci_nn_avx512(void)
+{
+    return conv_has_avx512();
+}
+
 /* The direct kernels: AVX-512 and not capped below them. */
 static int conv_direct(const fedci_layer *L, int need_dx)
 {
@@ -190,6 +195,10 @@ static int conv_direct(const fedci_layer *L, int need_dx)
 #else
 #define ROWS_COPY rows_copy_c
 #define ROWS_ADD rows_add_c
+int fedci_nn_avx512(void)
+{
+    return 0;
+}
 static int conv_direct(const fedci_layer *L, int need_dx)
 {
     (void)L;

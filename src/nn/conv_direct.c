@@ -203,7 +203,9 @@ CD_TARGET static void transpose(const float *src, ptrdiff_t ss, float *dst, ptrd
                 m[i] = i < nr ? _mm512_maskz_loadu_ps(ms, src + (r0 + i) * ss + s0)
                               : _mm512_setzero_ps();
             tr16(m);
-            for (int j = 0; j < ns; j++) _mm512_mask_storeu_ps(dst + (s0 + j) * ds + r0, mr, m[j]);
+#pragma GCC unroll 16
+            for (int j = 0; j < 16; j++) /* unrolled: m stays in registers */
+                if (j < ns) _mm512_mask_storeu_ps(dst + (s0 + j) * ds + r0, mr, m[j]);
         }
     }
 }

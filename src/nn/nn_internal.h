@@ -176,6 +176,9 @@ void fedci_gemm_cap_isa(int level);
  * the AVX-512 row loops, -1 (or 2) the CPU's best (the direct kernels of conv_direct.c where
  * they apply), so that every path can be compared on one machine. */
 void fedci_conv_cap_isa(int level);
+/* 1 when the engine's hand-written AVX-512 loops (conv rows, max pool) may run: the CPU has
+ * AVX-512 and fedci_conv_cap_isa did not set 0. */
+int fedci_nn_avx512(void);
 /* The direct stride-1 kernels (conv_direct.c; AVX-512, the caller checks the CPU). fits: the
  * layer's shape is covered (need_dx: also the input gradient). scratch: floats they need.
  * forward: y for B samples (+ bias). backward: dW (overwritten; skipped when NULL) and dx

@@ -33,6 +33,53 @@ static fedc_status pool_setup(fedci_layer *L, const char *where, fedc_err *err)
     return FEDC_OK;
 }
 
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#include <immintrin.h>
+#define POOL_AVX512 1
+
+/* One output row of the 2x2/2 max pool, 16 outputs at a time: the scalar loop's comparisons
+ * (strict >, in the order top-left, top-right, bottom-left, bottom-right; NaN never wins), so
+ * the same values and argmaxes. r0: the top input row (W floats, then the bottom one); i0:
+ * r0's flat index in the plane. */
+__attribute__((target("avx512f"))) static void maxpool2_row_avx512(const float *r0, int W,
+                                                                 int Wo, int i0, float *yo,
+                                                                 int32_t *ao)
+{
+    const __m512i ev = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28,
+                                         30);
+    const __m512i od = _mm512_add_epi32(ev, _mm512_set1_epi32(1));
+    for (int ow0 = 0; ow0 < Wo; ow0 += 16) {
+        const int n = Wo - ow0 < 16 ? Wo - ow0 : 16;
+        const __mmask16 mo = (__mmask16)(n == 16 ? 0xFFFFu : (1u << n) - 1u);
+        const __mmask16 m0 = (__mmask16)(2 * n >= 16 ? 0xFFFFu : (1u << (2 * n)) - 1u);
+        const __mmask16 m1 = (__mmask16)(2 * n <= 16 ? 0u : (1u << (2 * n - 16)) - 1u);
+        const float *p = r0 + 2 * ow0, *q = p + W;
+        const __m512 a0 = _mm512_maskz_loadu_ps(m0, p), a1 = _mm512_maskz_loadu_ps(m1, p + 16);
+        const __m512 b0 = _mm512_maskz_loadu_ps(m0, q), b1 = _mm512_maskz_loadu_ps(m1, q + 16);
+        const __m512 tl = _mm512_permutex2var_ps(a0, ev, a1);
+        const __m512 tr = _mm512_permutex2var_ps(a0, od, a1);
+        const __m512 bl = _mm512_permutex2var_ps(b0, ev, b1);
+        const __m512 br = _mm512_permutex2var_ps(b0, od, b1);
+        const __m512i base = _mm512_add_epi32(_mm512_set1_epi32(i0 + 2 * ow0), ev);
+        __m512 m = tl;
+        __m512i best = base;
+        __mmask16 k = _mm512_cmp_ps_mask(tr, m, _CMP_GT_OQ);
+        m = _mm512_mask_mov_ps(m, k, tr);
+        best = _mm512_mask_add_epi32(best, k, base, _mm512_set1_epi32(1));
+        k = _mm512_cmp_ps_mask(bl, m, _CMP_GT_OQ);
+        m = _mm512_mask_mov_ps(m, k, bl);
+        best = _mm512_mask_add_epi32(best, k, base, _mm512_set1_epi32(W));
+        k = _mm512_cmp_ps_mask(br, m, _CMP_GT_OQ);
+        m = _mm512_mask_mov_ps(m, k, br);
+        best = _mm512_mask_add_epi32(best, k, base, _mm512_set1_epi32(W + 1));
+        _mm512_mask_storeu_ps(yo + ow0, mo, m);
+        _mm512_mask_storeu_epi32(ao + ow0, mo, best);
+    }
+}
+#else
+#define POOL_AVX512 0
+#endif
+
 static void maxpool_forward(const fedci_layer *L, const fedci_exec *e, const float *P,
                             const float *x, float *y, float *save, int B)
 {
@@ -43,6 +90,16 @@ static void maxpool_forward(const fedci_layer *L, const fedci_exec *e, const flo
     int32_t *arg = (int32_t *)save;
     if (k == 2 && s == 2) {
         /* The common 2x2/2 window, without the generic loops' overhead. */
+#if POOL_AVX512
+        if (fedci_nn_avx512()) {
+            for (size_t p = 0; p < (size_t)B * C; p++)
+                for (int oh = 0; oh < Ho; oh++)
+                    maxpool2_row_avx512(x + p * H * W + (size_t)(2 * oh) * W, W, Wo,
+                                        2 * oh * W, y + p * Ho * Wo + (size_t)oh * Wo,
+                                        arg + p * Ho * Wo + (size_t)oh * Wo);
+            return;
+        }
+#endif
         for (size_t p = 0; p < (size_t)B * C; p++) {
             const float *src = x + p * H * W;
             float *yo = y + p * Ho * Wo;
