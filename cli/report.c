@@ -195,6 +195,14 @@ static int point_ok(const report_chart *c, double x, double y)
     return isfinite(x) && isfinite(y) && (!c->log_x || x > 0);
 }
 
+/* A series is in the legend when it has a point to draw. */
+static int series_shown(const report_chart *c, const report_series *s)
+{
+    for (size_t i = 0; i < s->n; i++)
+        if (point_ok(c, s->x[i], s->y[i])) return 1;
+    return 0;
+}
+
 void report_chart_svg(FILE *f, const report_chart *c, const report_series *ss, int ns)
 {
     const double W = c->width > 0 ? c->width : 460, H = c->height > 0 ? c->height : 260;
@@ -337,19 +345,24 @@ void report_chart_svg(FILE *f, const report_chart *c, const report_series *ss, i
             fprintf(f, " %s: %.4g</title></circle>", tb, v);
         }
     }
-    /* legend: only the series that have data */
-    double lx = c->legend_outside ? W - R + 14 : W - R - 150;
+    /* legend: only the series that have data; outside the plot a column on the right, inside
+     * one line in the title row, right-aligned (a column there would run into the plot) */
+    double line_w = 0; /* entries in one line: swatch, name (~6.5 px a character), gap */
+    for (int s = 0; s < ns; s++)
+        if (series_shown(c, &ss[s])) line_w += 14 + 6.5 * (double)strlen(ss[s].name) + 14;
+    double lx = c->legend_outside ? W - R + 14 : W - R - line_w + 14;
     double ly = c->legend_outside ? T : 8;
     int shown = 0;
     for (int s = 0; s < ns; s++) {
-        int any = 0;
-        for (size_t i = 0; i < ss[s].n && !any; i++) any = point_ok(c, ss[s].x[i], ss[s].y[i]);
-        if (!any) continue;
+        if (!series_shown(c, &ss[s])) continue;
         fprintf(f, "<rect x='%.0f' y='%.0f' width='10' height='10' fill='%s'/>", lx,
-                ly + 16.0 * shown, ss[s].color ? ss[s].color : report_palette(s));
-        fprintf(f, "<text x='%.0f' y='%.0f' class='legend'>", lx + 14, ly + 9.0 + 16 * shown);
+                c->legend_outside ? ly + 16.0 * shown : ly,
+                ss[s].color ? ss[s].color : report_palette(s));
+        fprintf(f, "<text x='%.0f' y='%.0f' class='legend'>", lx + 14,
+                c->legend_outside ? ly + 9.0 + 16 * shown : ly + 9.0);
         html_escape(f, ss[s].name);
         fputs("</text>", f);
+        if (!c->legend_outside) lx += 14 + 6.5 * (double)strlen(ss[s].name) + 14;
         shown++;
     }
 #undef PX
