@@ -1,11 +1,11 @@
 /*
- * The direct AVX-512 convolution kernels (src/nn/conv_direct.c) against im2col + GEMM, the
+ * The direct convolution kernels (src/nn/conv_direct.c), AVX-512 and AVX2, against im2col + GEMM, the
  * path the gradient checks of nn_layers_test pin: outputs, every parameter gradient and the
  * input gradients of stacked convolutions agree to float32 rounding, for filter counts that
  * fill one to six vectors (including odd numbers of vectors), channel counts 1 to 48, kernels
  * 1 to 5 (even ones with "same"), "valid" padding, and rows wider than one 14-pixel tile.
  * A sample's output does not depend on the batch it is in. The AVX-512 2x2 max pool gives the
- * plain loop's values and argmaxes. Skipped on CPUs without AVX-512, where neither runs.
+ * plain loop's values and argmaxes. Each variant is skipped on CPUs without its instruction set.
  */
 #include <math.h>
 #include <stdlib.h>
@@ -20,6 +20,16 @@ static int have_avx512(void)
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
     __builtin_cpu_init();
     return __builtin_cpu_supports("avx512f");
+#else
+    return 0;
+#endif
+}
+
+static int have_avx2(void)
+{
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
 #else
     return 0;
 #endif
@@ -100,33 +110,41 @@ static int compare_spec(const char *spec, int C, int H, int W, int B, int direct
     for (size_t i = 0; i < (size_t)B * in; i++) x[i] = 2.0f * fedc_rng_uniform(&rng) - 1.0f;
     for (int i = 0; i < B; i++) y[i] = (int32_t)(fedc_rng_u32(&rng) % (uint32_t)O);
 
-    pass_out d = run_pass(m, w, x, y, B, -1), r = run_pass(m, w, x, y, B, 1);
-    char what[160];
-    snprintf(what, sizeof what, "%s on %dx%dx%d: logits", spec, C, H, W);
-    assert_tensor_close(what, d.logits, r.logits, (size_t)B * O, 2e-5);
-    assert_close(d.loss, r.loss, 1e-5, 1e-7);
-    for (size_t t = 0; t < lay->count; t++) {
-        snprintf(what, sizeof what, "%s on %dx%dx%d: gradient of %s", spec, C, H, W,
-                 lay->tensors[t].name);
-        assert_tensor_close(what, d.grad + lay->tensors[t].offset,
-                            r.grad + lay->tensors[t].offset, lay->tensors[t].numel, 5e-5);
-    }
-    int differ = memcmp(d.grad, r.grad, P * sizeof *d.grad) != 0;
-
-    /* Each sample's output alone equals its output in the batch, bit for bit. */
-    if (direct && B > 1) {
-        fedc_err err;
-        fedc_nn_workspace *ws = NULL;
-        assert_int_equal(fedc_nn_workspace_create(m, 1, &ws, &err), FEDC_OK);
-        for (int b = 0; b < B; b++) {
-            const float *z = NULL;
-            assert_int_equal(fedc_nn_forward(ws, w, x + (size_t)b * in, 1, &z), FEDC_OK);
-            assert_memory_equal(z, d.logits + (size_t)b * O, (size_t)O * sizeof *z);
+    pass_out r = run_pass(m, w, x, y, B, 1);
+    int differ = 0;
+    /* The AVX-512 kernels (cap 3) and the AVX2 ones (cap 2), where the CPU has them. */
+    for (int cap = 3; cap >= 2; cap--) {
+        if (cap == 3 ? !have_avx512() : !have_avx2()) continue;
+        pass_out d = run_pass(m, w, x, y, B, cap);
+        char what[160];
+        snprintf(what, sizeof what, "%s on %dx%dx%d, cap %d: logits", spec, C, H, W, cap);
+        assert_tensor_close(what, d.logits, r.logits, (size_t)B * O, 2e-5);
+        assert_close(d.loss, r.loss, 1e-5, 1e-7);
+        for (size_t t = 0; t < lay->count; t++) {
+            snprintf(what, sizeof what, "%s on %dx%dx%d, cap %d: gradient of %s", spec, C, H, W,
+                     cap, lay->tensors[t].name);
+            assert_tensor_close(what, d.grad + lay->tensors[t].offset,
+                                r.grad + lay->tensors[t].offset, lay->tensors[t].numel, 5e-5);
         }
-        fedc_nn_workspace_destroy(ws);
+        differ |= memcmp(d.grad, r.grad, P * sizeof *d.grad) != 0;
+
+        /* Each sample's output alone equals its output in the batch, bit for bit. */
+        if (direct && B > 1) {
+            fedc_err err;
+            fedc_nn_workspace *ws = NULL;
+            fedci_conv_cap_isa(cap);
+            assert_int_equal(fedc_nn_workspace_create(m, 1, &ws, &err), FEDC_OK);
+            for (int b = 0; b < B; b++) {
+                const float *z = NULL;
+                assert_int_equal(fedc_nn_forward(ws, w, x + (size_t)b * in, 1, &z), FEDC_OK);
+                assert_memory_equal(z, d.logits + (size_t)b * O, (size_t)O * sizeof *z);
+            }
+            fedc_nn_workspace_destroy(ws);
+            fedci_conv_cap_isa(-1);
+        }
+        free(d.logits);
+        free(d.grad);
     }
-    free(d.logits);
-    free(d.grad);
     free(r.logits);
     free(r.grad);
     free(w);
@@ -139,7 +157,7 @@ static int compare_spec(const char *spec, int C, int H, int W, int B, int direct
 static void test_direct_shapes(void **state)
 {
     (void)state;
-    if (!have_avx512()) skip();
+    if (!have_avx2()) skip();
     /* The cnn preset's two convolutions (the case the kernels are tuned for). */
     assert_true(compare_spec("conv(32,5,same) relu maxpool(2) conv(64,5,same) relu flatten "
                              "loss(mse)",

@@ -14,8 +14,8 @@
  * Stride 1 (the common case) builds col and scatters dcol through a zero-padded copy of one
  * input plane, so that every row operation is a plain copy or add of Wo floats.
  *
- * On CPUs with AVX-512, stride-1 layers whose filter count is a multiple of 16 skip all of this
- * and run the direct kernels of conv_direct.c (forward, weight gradient, and the input
+ * On CPUs with AVX-512 or AVX2, stride-1 layers whose filter count is a multiple of 16 skip all
+ * of this and run the direct kernels of conv_direct.c (forward, weight gradient, and the input
  * gradient when the channel count is a multiple of 16 too); per-example norms (DP-SGD) keep the
  * GEMM path, which also serves every other shape and is the tests' oracle for the kernels.
  */
@@ -184,11 +184,22 @@ int fedci_nn_avx512(void)
     return conv_has_avx512();
 }
 
-/* The direct kernels: AVX-512 and not capped below them. */
+/* The direct kernels' instruction set for L (3 AVX-512, 2 AVX2 + FMA), or 0: the CPU's best,
+ * at most the cap (1 and 0 keep im2col). */
 static int conv_direct(const fedci_layer *L, int need_dx)
 {
-    return conv_has_avx512() && atomic_load_explicit(&conv_cap, memory_order_relaxed) != 1 &&
-           fedci_conv_direct_fits(L, need_dx);
+    static atomic_int cpu = -1;
+    int lvl = atomic_load_explicit(&cpu, memory_order_relaxed);
+    if (lvl < 0) {
+        __builtin_cpu_init();
+        lvl = __builtin_cpu_supports("avx512f")                                        ? 3
+              : __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") ? 2
+                                                                                  : 0;
+        atomic_store_explicit(&cpu, lvl, memory_order_relaxed);
+    }
+    const int cap = atomic_load_explicit(&conv_cap, memory_order_relaxed);
+    if (cap >= 0 && cap < lvl) lvl = cap;
+    return lvl >= 2 && fedci_conv_direct_fits(L, need_dx) ? lvl : 0;
 }
 #define ROWS_COPY (conv_has_avx512() ? rows_copy_avx512 : rows_copy_c)
 #define ROWS_ADD (conv_has_avx512() ? rows_add_avx512 : rows_add_c)
@@ -355,8 +366,9 @@ static void conv_forward(const fedci_layer *L, const fedci_exec *e, const float 
     float *col = e->scratch;
     float *Yc = col + (size_t)K * nb * HWo;
     float *pad = Yc + (nb > 1 ? (size_t)F * nb * HWo : 0) + 2 * (size_t)F * K;
-    if (conv_direct(L, 0)) {
-        fedci_conv_direct_forward(L, W, bias, x, y, B, e->scratch);
+    const int isa = conv_direct(L, 0);
+    if (isa) {
+        fedci_conv_direct_forward(isa, L, W, bias, x, y, B, e->scratch);
         return;
     }
     for (int b0 = 0; b0 < B; b0 += nb) {
@@ -398,8 +410,9 @@ static void conv_backward(const fedci_layer *L, const fedci_exec *e, const float
     float *pad = dWT + (size_t)F * K;
     float *dW = dP ? dP + L->toff[0] : NULL, *db = dP ? dP + L->toff[1] : NULL;
     if (db) memset(db, 0, (size_t)F * sizeof *db);
-    if (!pe_sq && conv_direct(L, dx != NULL)) {
-        fedci_conv_direct_backward(L, W, x, dy, dx, dW, B, e->scratch);
+    const int isa = pe_sq ? 0 : conv_direct(L, dx != NULL);
+    if (isa) {
+        fedci_conv_direct_backward(isa, L, W, x, dy, dx, dW, B, e->scratch);
         if (db)
             for (int bi = 0; bi < B; bi++)
                 for (int f = 0; f < F; f++)

@@ -1,8 +1,8 @@
 /*
- * Direct convolution kernels for stride 1 on AVX-512: no im2col, no GEMM packing. conv.c takes
- * this path when the CPU has AVX-512 and the layer's filter count is a multiple of 16 (and, for
- * the input gradient, its channel count too); im2col + GEMM stays the path for everything else
- * and the oracle the tests compare against.
+ * Direct convolution kernels for stride 1, AVX-512 and AVX2: no im2col, no GEMM packing. conv.c
+ * takes this path when the CPU has either and the layer's filter count is a multiple of 16
+ * (and, for the input gradient, its channel count too); im2col + GEMM stays the path for
+ * everything else and the oracle the tests compare against.
  *
  * Why: at batch 10 the cnn preset's second convolution (32 -> 64 channels, 5x5, 14x14) is 82% of
  * the model's FLOPs; as GEMMs its products run at 84-88% of the sgemm peak, and building and
@@ -210,10 +210,162 @@ CD_TARGET static void transpose(const float *src, ptrdiff_t ss, float *dst, ptrd
     }
 }
 
+/* ---- AVX2 kernels: 8-float vectors, 16 registers ----------------------------------------- */
+
+#define C2_TARGET __attribute__((target("avx2,fma")))
+#define C2_INLINE static inline __attribute__((always_inline, target("avx2,fma")))
+#define C2_NP 6 /* pixels per forward tile: 6 x 2 vectors = 12 accumulators */
+#define C2_CB 6 /* j values per weight-gradient tile, x 2 vectors */
+
+C2_INLINE void fwd2_tile(const float *restrict x, size_t rs, int cs, int kC, int k,
+                         const float *restrict w, size_t ws, const float *restrict bias,
+                         float *restrict t, const int NP)
+{
+    __m256 acc[C2_NP][2];
+    const __m256 b0 = bias ? _mm256_loadu_ps(bias) : _mm256_setzero_ps();
+    const __m256 b1 = bias ? _mm256_loadu_ps(bias + 8) : _mm256_setzero_ps();
+#pragma GCC unroll 6
+    for (int i = 0; i < NP; i++) {
+        acc[i][0] = b0;
+        acc[i][1] = b1;
+    }
+    for (int kh = 0; kh < k; kh++) {
+        const float *xr = x + (size_t)kh * rs;
+        const float *wr = w + (size_t)kh * kC * ws;
+        for (int j = 0; j < kC; j++, wr += ws) {
+            const __m256 w0 = _mm256_loadu_ps(wr), w1 = _mm256_loadu_ps(wr + 8);
+#pragma GCC unroll 6
+            for (int i = 0; i < NP; i++) {
+                const __m256 b = _mm256_broadcast_ss(xr + (size_t)i * cs + j);
+                acc[i][0] = _mm256_fmadd_ps(b, w0, acc[i][0]);
+                acc[i][1] = _mm256_fmadd_ps(b, w1, acc[i][1]);
+            }
+        }
+    }
+#pragma GCC unroll 6
+    for (int i = 0; i < NP; i++) {
+        _mm256_storeu_ps(t + (size_t)i * 16, acc[i][0]);
+        _mm256_storeu_ps(t + (size_t)i * 16 + 8, acc[i][1]);
+    }
+}
+
+#define FWD2(NP)                                                                               \
+    C2_TARGET static void fwd2_##NP(const float *restrict x, size_t rs, int cs, int kC, int k,  \
+                                    const float *restrict w, size_t ws,                        \
+                                    const float *restrict bias, float *restrict t)             \
+    {                                                                                          \
+        fwd2_tile(x, rs, cs, kC, k, w, ws, bias, t, NP);                                       \
+    }
+FWD2(1) FWD2(2) FWD2(3) FWD2(4) FWD2(5) FWD2(6)
+static const fwd_fn fwd2_tab[C2_NP + 1] = {NULL, fwd2_1, fwd2_2, fwd2_3, fwd2_4, fwd2_5, fwd2_6};
+
+C2_INLINE void dw2_tile(const float *restrict x, size_t rs, int cs, const float *restrict dy,
+                        size_t drs, int dcs, int rows, int wo, float *restrict g, size_t gs,
+                        const int CB)
+{
+    __m256 acc[C2_CB][2];
+#pragma GCC unroll 6
+    for (int c = 0; c < CB; c++) {
+        acc[c][0] = _mm256_loadu_ps(g + (size_t)c * gs);
+        acc[c][1] = _mm256_loadu_ps(g + (size_t)c * gs + 8);
+    }
+    for (int r = 0; r < rows; r++) {
+        const float *xr = x + (size_t)r * rs, *dr = dy + (size_t)r * drs;
+        for (int ow = 0; ow < wo; ow++, xr += cs, dr += dcs) {
+            const __m256 d0 = _mm256_loadu_ps(dr), d1 = _mm256_loadu_ps(dr + 8);
+#pragma GCC unroll 6
+            for (int c = 0; c < CB; c++) {
+                const __m256 b = _mm256_broadcast_ss(xr + c);
+                acc[c][0] = _mm256_fmadd_ps(b, d0, acc[c][0]);
+                acc[c][1] = _mm256_fmadd_ps(b, d1, acc[c][1]);
+            }
+        }
+    }
+#pragma GCC unroll 6
+    for (int c = 0; c < CB; c++) {
+        _mm256_storeu_ps(g + (size_t)c * gs, acc[c][0]);
+        _mm256_storeu_ps(g + (size_t)c * gs + 8, acc[c][1]);
+    }
+}
+
+#define DW2(CB)                                                                                \
+    C2_TARGET static void dw2_##CB(const float *restrict x, size_t rs, int cs,                  \
+                                   const float *restrict dy, size_t drs, int dcs, int rows,    \
+                                   int wo, float *restrict g, size_t gs)                       \
+    {                                                                                          \
+        dw2_tile(x, rs, cs, dy, drs, dcs, rows, wo, g, gs, CB);                                \
+    }
+DW2(1) DW2(2) DW2(3) DW2(4) DW2(5) DW2(6)
+static const dw_fn dw2_tab[C2_CB + 1] = {NULL, dw2_1, dw2_2, dw2_3, dw2_4, dw2_5, dw2_6};
+
+/* dst[s*ds + r] = src[r*ss + s] for r < R, s < S, in 8x8 blocks. */
+C2_TARGET static void transpose2(const float *src, ptrdiff_t ss, float *dst, ptrdiff_t ds, int R,
+                                 int S)
+{
+    const __m256i iota = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    for (int r0 = 0; r0 < R; r0 += 8) {
+        const int nr = R - r0 < 8 ? R - r0 : 8;
+        const __m256i mr = _mm256_cmpgt_epi32(_mm256_set1_epi32(nr), iota);
+        for (int s0 = 0; s0 < S; s0 += 8) {
+            const int ns = S - s0 < 8 ? S - s0 : 8;
+            const __m256i ms = _mm256_cmpgt_epi32(_mm256_set1_epi32(ns), iota);
+            __m256 m[8], t[8];
+#pragma GCC unroll 8
+            for (int i = 0; i < 8; i++)
+                m[i] = i < nr ? _mm256_maskload_ps(src + (r0 + i) * ss + s0, ms)
+                              : _mm256_setzero_ps();
+#pragma GCC unroll 4
+            for (int i = 0; i < 4; i++) {
+                t[2 * i] = _mm256_unpacklo_ps(m[2 * i], m[2 * i + 1]);
+                t[2 * i + 1] = _mm256_unpackhi_ps(m[2 * i], m[2 * i + 1]);
+            }
+#pragma GCC unroll 2
+            for (int i = 0; i < 2; i++) {
+                m[4 * i] = _mm256_shuffle_ps(t[4 * i], t[4 * i + 2], 0x44);
+                m[4 * i + 1] = _mm256_shuffle_ps(t[4 * i], t[4 * i + 2], 0xEE);
+                m[4 * i + 2] = _mm256_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0x44);
+                m[4 * i + 3] = _mm256_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0xEE);
+            }
+            /* m[4a + b] half q holds column 4q + b of rows 4a .. 4a+3 */
+#pragma GCC unroll 4
+            for (int b = 0; b < 4; b++) {
+                t[b] = _mm256_permute2f128_ps(m[b], m[4 + b], 0x20);
+                t[4 + b] = _mm256_permute2f128_ps(m[b], m[4 + b], 0x31);
+            }
+#pragma GCC unroll 8
+            for (int j = 0; j < 8; j++)
+                if (j < ns) _mm256_maskstore_ps(dst + (s0 + j) * ds + r0, mr, t[j]);
+        }
+    }
+}
+
+/* ---- the passes, for either instruction set ------------------------------------------------ */
+
+typedef void (*tr_fn)(const float *, ptrdiff_t, float *, ptrdiff_t, int, int);
+
+typedef struct cd_isa {
+    int vl; /* floats per vector */
+    int np; /* pixels per forward tile at most */
+    int fv; /* filter vectors per forward tile at most */
+    tr_fn transpose;
+} cd_isa;
+
+static const cd_isa isa512 = {16, CD_NP, 2, transpose};
+static const cd_isa isa256 = {8, C2_NP, 2, transpose2};
+
+static void fwd_call(const cd_isa *I, int fv, int np, const float *x, size_t rs, int cs, int kC,
+                     int k, const float *w, size_t ws, const float *bias, float *t)
+{
+    if (I->vl == 16)
+        fwd_tab[fv][np](x, rs, cs, kC, k, w, ws, bias, t);
+    else
+        fwd2_tab[np](x, rs, cs, kC, k, w, ws, bias, t);
+}
+
 /* One sample x[C][H][W] into the plane xh[Hp][Wp][C] at (pt, pl), whose padding the caller
  * zeroed (it stays zero: only the interior is written). */
-static void to_hwc(const float *restrict x, int C, int H, int W, int Hp, int Wp, int pt, int pl,
-                   float *restrict xh)
+static void to_hwc(const cd_isa *I, const float *restrict x, int C, int H, int W, int Hp, int Wp,
+                   int pt, int pl, float *restrict xh)
 {
     const int h1 = H < Hp - pt ? H : Hp - pt, w1 = W < Wp - pl ? W : Wp - pl;
     for (int h = 0; h < h1; h++) {
@@ -221,29 +373,33 @@ static void to_hwc(const float *restrict x, int C, int H, int W, int Hp, int Wp,
         if (C == 1)
             memcpy(d, x + (size_t)h * W, (size_t)w1 * sizeof *d);
         else
-            transpose(x + (size_t)h * W, (ptrdiff_t)H * W, d, C, C, w1);
+            I->transpose(x + (size_t)h * W, (ptrdiff_t)H * W, d, C, C, w1);
     }
 }
 
 /*
  * out[f][oh][ow] (+ bias[f] when bias is not NULL), f < F (a multiple of 16), for oh < Ho,
  * ow < Wo, from the HWC plane xh (rows of rs floats, pixels of cs floats) and weights
- * wt[k][kC][F]. t: CD_NP * 32 floats of scratch.
+ * wt[k][kC][F]. A row is cut into equal tiles of at most I->np pixels. t: CD_NP * 32 floats.
  */
-static void fwd_plane(const float *xh, size_t rs, int cs, int k, int kC, const float *wt, int F,
-                      const float *bias, int Ho, int Wo, float *out, float *t)
+static void fwd_plane(const cd_isa *I, const float *xh, size_t rs, int cs, int k, int kC,
+                      const float *wt, int F, const float *bias, int Ho, int Wo, float *out,
+                      float *t)
 {
     const size_t HWo = (size_t)Ho * Wo;
-    for (int f0 = 0; f0 < F; f0 += 32) {
-        const int FV = F - f0 >= 32 ? 2 : 1;
+    const int tiles = (Wo + I->np - 1) / I->np, base = Wo / tiles, extra = Wo % tiles;
+    for (int f0 = 0; f0 < F;) {
+        const int fv = (F - f0) / I->vl >= I->fv ? I->fv : (F - f0) / I->vl, nf = fv * I->vl;
         for (int oh = 0; oh < Ho; oh++)
-            for (int ow0 = 0; ow0 < Wo; ow0 += CD_NP) {
-                const int np = Wo - ow0 < CD_NP ? Wo - ow0 : CD_NP;
-                fwd_tab[FV][np](xh + (size_t)oh * rs + (size_t)ow0 * cs, rs, cs, kC, k, wt + f0,
-                                (size_t)F, bias ? bias + f0 : NULL, t);
-                transpose(t, 16 * FV, out + (size_t)f0 * HWo + (size_t)oh * Wo + ow0,
-                          (ptrdiff_t)HWo, np, 16 * FV);
+            for (int ti = 0, ow0 = 0; ti < tiles; ti++) {
+                const int np = base + (ti < extra);
+                fwd_call(I, fv, np, xh + (size_t)oh * rs + (size_t)ow0 * cs, rs, cs, kC, k,
+                         wt + f0, (size_t)F, bias ? bias + f0 : NULL, t);
+                I->transpose(t, nf, out + (size_t)f0 * HWo + (size_t)oh * Wo + ow0,
+                             (ptrdiff_t)HWo, np, nf);
+                ow0 += np;
             }
+        f0 += nf;
     }
 }
 
@@ -263,46 +419,67 @@ size_t fedci_conv_direct_scratch(const fedci_layer *L)
     return 2 * wsz + xh + dyh + CD_NP * 32 + 64;
 }
 
+static const cd_isa *isa_of(int isa)
+{
+    return isa >= 3 ? &isa512 : &isa256;
+}
+
 /* wt[kh][kw*C + c][f] = W[f][c][kh][kw] */
-static void pack_fwd(const float *W, int F, int C, int k, float *wt)
+static void pack_fwd(const cd_isa *I, const float *W, int F, int C, int k, float *wt)
 {
     const int kk = k * k;
     for (int c = 0; c < C; c++)
-        transpose(W + (size_t)c * kk, (ptrdiff_t)C * kk, wt + (size_t)c * F, (ptrdiff_t)C * F, F,
-                  kk);
+        I->transpose(W + (size_t)c * kk, (ptrdiff_t)C * kk, wt + (size_t)c * F, (ptrdiff_t)C * F,
+                     F, kk);
 }
 
-void fedci_conv_direct_forward(const fedci_layer *L, const float *W, const float *bias,
+void fedci_conv_direct_forward(int isa, const fedci_layer *L, const float *W, const float *bias,
                                const float *x, float *y, int B, float *scratch)
 {
+    const cd_isa *I = isa_of(isa);
     const int C = L->in[0], H = L->in[1], Wd = L->in[2], F = L->units, k = L->k;
     const int Ho = L->out[1], Wo = L->out[2], Hp = Ho + k - 1, Wp = Wo + k - 1;
     float *wt = scratch, *xh = wt + (size_t)k * k * C * F;
     float *t = xh + (size_t)Hp * Wp * C;
-    pack_fwd(W, F, C, k, wt);
+    pack_fwd(I, W, F, C, k, wt);
     memset(xh, 0, (size_t)Hp * Wp * C * sizeof *xh);
     for (int b = 0; b < B; b++) {
-        to_hwc(x + (size_t)b * L->in_n, C, H, Wd, Hp, Wp, L->pad_t, L->pad_l, xh);
-        fwd_plane(xh, (size_t)Wp * C, C, k, k * C, wt, F, bias, Ho, Wo, y + (size_t)b * L->out_n,
-                  t);
+        to_hwc(I, x + (size_t)b * L->in_n, C, H, Wd, Hp, Wp, L->pad_t, L->pad_l, xh);
+        fwd_plane(I, xh, (size_t)Wp * C, C, k, k * C, wt, F, bias, Ho, Wo,
+                  y + (size_t)b * L->out_n, t);
     }
 }
 
-/* g[kh][j0 .. j0+cb)[f0 .. f0 + 16 FV) += the tile over the rows of one sample. */
-static void dw_block(const float *x, size_t rs, int cs, const float *dy, size_t drs, int dcs,
-                     int rows, int wo, float *g, size_t gs, int cb, int fv)
+/*
+ * g[j0 .. j0+cb)[f] += the weight-gradient tiles of one kernel row over one sample's pixels,
+ * all filters: AVX-512 in blocks of 4, 2 or 1 vectors (the j block is 6 tall when F >= 64,
+ * else 13), AVX2 in blocks of 2 vectors of 8 (j blocks of 6).
+ */
+static int dw_jblock(const cd_isa *I, int F)
 {
-    if (fv == 4)
-        dw_tab4[cb](x, rs, cs, dy, drs, dcs, rows, wo, g, gs);
-    else if (fv == 2)
-        dw_tab2[cb](x, rs, cs, dy, drs, dcs, rows, wo, g, gs);
-    else
-        dw_tab1[cb](x, rs, cs, dy, drs, dcs, rows, wo, g, gs);
+    return I->vl == 16 ? (F >= 64 ? CD_CB4 : CD_CB2) : C2_CB;
 }
 
-void fedci_conv_direct_backward(const fedci_layer *L, const float *W, const float *x,
+static void dw_row(const cd_isa *I, const float *x, size_t rs, int cs, const float *dy,
+                   size_t drs, int dcs, int rows, int wo, float *g, int F, int cb)
+{
+    for (int f0 = 0; f0 < F;) {
+        if (I->vl == 8) {
+            dw2_tab[cb](x, rs, cs, dy + f0, drs, dcs, rows, wo, g + f0, (size_t)F);
+            f0 += 16;
+            continue;
+        }
+        const int fv = F - f0 >= 64 ? 4 : F - f0 >= 32 ? 2 : 1;
+        const dw_fn fn = fv == 4 ? dw_tab4[cb] : fv == 2 ? dw_tab2[cb] : dw_tab1[cb];
+        fn(x, rs, cs, dy + f0, drs, dcs, rows, wo, g + f0, (size_t)F);
+        f0 += 16 * fv;
+    }
+}
+
+void fedci_conv_direct_backward(int isa, const fedci_layer *L, const float *W, const float *x,
                                 const float *dy, float *dx, float *dW, int B, float *scratch)
 {
+    const cd_isa *I = isa_of(isa);
     const int C = L->in[0], H = L->in[1], Wd = L->in[2], F = L->units, k = L->k;
     const int Ho = L->out[1], Wo = L->out[2], Hp = Ho + k - 1, Wp = Wo + k - 1;
     const int Hq = H + k - 1, Wq = Wd + k - 1, kC = k * C;
@@ -315,40 +492,33 @@ void fedci_conv_direct_backward(const fedci_layer *L, const float *W, const floa
     const int kk = k * k;
     if (dx) /* wb[kk-1-t][f][c] = W[f][c][t] */
         for (int f = 0; f < F; f++)
-            transpose(W + (size_t)f * C * kk, kk, wb + ((size_t)(kk - 1) * F + f) * C,
-                      -(ptrdiff_t)F * C, C, kk);
+            I->transpose(W + (size_t)f * C * kk, kk, wb + ((size_t)(kk - 1) * F + f) * C,
+                         -(ptrdiff_t)F * C, C, kk);
     if (dW) memset(g, 0, wsz * sizeof *g);
     memset(xh, 0, (size_t)Hp * Wp * C * sizeof *xh);
     memset(dyh, 0, (size_t)Hq * Wq * F * sizeof *dyh);
+    const int cmax = dw_jblock(I, F);
     for (int b = 0; b < B; b++) {
-        const float *dyb = dy + (size_t)b * L->out_n;
-        to_hwc(dyb, F, Ho, Wo, Hq, Wq, qt, ql, dyh);
+        to_hwc(I, dy + (size_t)b * L->out_n, F, Ho, Wo, Hq, Wq, qt, ql, dyh);
         if (dW) {
-            to_hwc(x + (size_t)b * L->in_n, C, H, Wd, Hp, Wp, L->pad_t, L->pad_l, xh);
+            to_hwc(I, x + (size_t)b * L->in_n, C, H, Wd, Hp, Wp, L->pad_t, L->pad_l, xh);
             const float *d0 = dyh + (size_t)qt * drs + (size_t)ql * F;
-            /* j blocks as tall as the widest filter block allows (6 rows for 4 vectors) */
-            const int cmax = F >= 64 ? CD_CB4 : CD_CB2;
             for (int kh = 0; kh < k; kh++)
-                for (int j0 = 0; j0 < kC; j0 += cmax) {
-                    const int cb = kC - j0 < cmax ? kC - j0 : cmax;
-                    for (int f0 = 0; f0 < F;) {
-                        const int fv = F - f0 >= 64 ? 4 : F - f0 >= 32 ? 2 : 1;
-                        dw_block(xh + (size_t)kh * rs + j0, rs, C, d0 + f0, drs, F, Ho, Wo,
-                                 g + ((size_t)kh * kC + j0) * F + f0, (size_t)F, cb, fv);
-                        f0 += 16 * fv;
-                    }
-                }
+                for (int j0 = 0; j0 < kC; j0 += cmax)
+                    dw_row(I, xh + (size_t)kh * rs + j0, rs, C, d0, drs, F, Ho, Wo,
+                           g + ((size_t)kh * kC + j0) * F, F,
+                           kC - j0 < cmax ? kC - j0 : cmax);
         }
         if (dx)
-            fwd_plane(dyh, drs, F, k, k * F, wb, C, NULL, H, Wd, dx + (size_t)b * L->in_n, t);
+            fwd_plane(I, dyh, drs, F, k, k * F, wb, C, NULL, H, Wd, dx + (size_t)b * L->in_n, t);
     }
     if (dW) /* dW[f][c][t] = g[t][c][f] */
         for (int c = 0; c < C; c++)
-            transpose(g + (size_t)c * F, (ptrdiff_t)C * F, dW + (size_t)c * kk, (ptrdiff_t)C * kk,
-                      kk, F);
+            I->transpose(g + (size_t)c * F, (ptrdiff_t)C * F, dW + (size_t)c * kk,
+                         (ptrdiff_t)C * kk, kk, F);
 }
 
-#else /* no x86-64 AVX-512 compiler support: conv.c never takes this path */
+#else /* not x86-64 with GCC or Clang: conv.c never takes this path */
 
 int fedci_conv_direct_fits(const fedci_layer *L, int need_dx)
 {
@@ -363,15 +533,15 @@ size_t fedci_conv_direct_scratch(const fedci_layer *L)
     return 0;
 }
 
-void fedci_conv_direct_forward(const fedci_layer *L, const float *W, const float *bias,
+void fedci_conv_direct_forward(int isa, const fedci_layer *L, const float *W, const float *bias,
                                const float *x, float *y, int B, float *scratch)
 {
-    (void)L, (void)W, (void)bias, (void)x, (void)y, (void)B, (void)scratch;
+    (void)isa, (void)L, (void)W, (void)bias, (void)x, (void)y, (void)B, (void)scratch;
 }
 
-void fedci_conv_direct_backward(const fedci_layer *L, const float *W, const float *x,
+void fedci_conv_direct_backward(int isa, const fedci_layer *L, const float *W, const float *x,
                                 const float *dy, float *dx, float *dW, int B, float *scratch)
 {
-    (void)L, (void)W, (void)x, (void)dy, (void)dx, (void)dW, (void)B, (void)scratch;
+    (void)isa, (void)L, (void)W, (void)x, (void)dy, (void)dx, (void)dW, (void)B, (void)scratch;
 }
 #endif

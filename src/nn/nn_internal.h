@@ -173,21 +173,22 @@ int fedci_gemm_skinny(int ta, int tb, int M, int N, int K, float alpha, const fl
  * CPU's best), so that every variant can be checked on one machine. */
 void fedci_gemm_cap_isa(int level);
 /* Tests: 0 makes convolutions use im2col + GEMM with plain-C row loops, 1 im2col + GEMM with
- * the AVX-512 row loops, -1 (or 2) the CPU's best (the direct kernels of conv_direct.c where
- * they apply), so that every path can be compared on one machine. */
+ * the AVX-512 row loops, 2 the direct kernels of conv_direct.c in their AVX2 version, -1 (or 3)
+ * the CPU's best (the AVX-512 direct kernels where they apply), so that every path can be
+ * compared on one machine. */
 void fedci_conv_cap_isa(int level);
 /* 1 when the engine's hand-written AVX-512 loops (conv rows, max pool) may run: the CPU has
  * AVX-512 and fedci_conv_cap_isa did not set 0. */
 int fedci_nn_avx512(void);
-/* The direct stride-1 kernels (conv_direct.c; AVX-512, the caller checks the CPU). fits: the
- * layer's shape is covered (need_dx: also the input gradient). scratch: floats they need.
- * forward: y for B samples (+ bias). backward: dW (overwritten; skipped when NULL) and dx
- * (skipped when NULL); the bias gradient is the caller's. */
+/* The direct stride-1 kernels (conv_direct.c). isa: 3 AVX-512, 2 AVX2 + FMA (the caller checks
+ * the CPU). fits: the layer's shape is covered (need_dx: also the input gradient). scratch:
+ * floats they need. forward: y for B samples (+ bias). backward: dW (overwritten; skipped when
+ * NULL) and dx (skipped when NULL); the bias gradient is the caller's. */
 int fedci_conv_direct_fits(const fedci_layer *L, int need_dx);
 size_t fedci_conv_direct_scratch(const fedci_layer *L);
-void fedci_conv_direct_forward(const fedci_layer *L, const float *W, const float *bias,
+void fedci_conv_direct_forward(int isa, const fedci_layer *L, const float *W, const float *bias,
                                const float *x, float *y, int B, float *scratch);
-void fedci_conv_direct_backward(const fedci_layer *L, const float *W, const float *x,
+void fedci_conv_direct_backward(int isa, const fedci_layer *L, const float *W, const float *x,
                                 const float *dy, float *dx, float *dW, int B, float *scratch);
 /* The plain-C kernel: the fallback without BLAS and the tests' oracle. */
 void fedci_gemm_plain(int ta, int tb, int M, int N, int K, float alpha, const float *A,
