@@ -242,8 +242,8 @@ static int bench_train(int argc, char **argv)
     if (peak <= 0) return cli_fail("bench", "could not measure the sgemm peak");
     const char *core = fedc_nn_blas_core();
     fprintf(out, "fedc bench train: BLAS kernels %s, 1 thread; sgemm peak %.1f GFLOP/s "
-                 "(best of 1024^3 and 2048^3)\n",
-            core, peak);
+                 "(best of 1024^3 and 2048^3); convolutions: %s\n",
+            core, peak, fedc_nn_conv_kernels());
     fprintf(out, "%-6s %5s %10s %9s %8s %7s %9s %7s %9s %9s %10s\n", "model", "batch",
             "samples/s", "ms/step", "GFLOP/s", "of peak", "fwd+bwd", "of peak", "params",
             "workspace", "touched");
@@ -300,6 +300,7 @@ static int bench_train(int argc, char **argv)
                 json_object_set_new(o, "gbytes_per_s", json_real(gbs));
                 json_object_set_new(o, "axpy_gbytes_per_s", json_real(axpy));
                 json_object_set_new(o, "blas_core", json_string(core));
+                json_object_set_new(o, "conv_kernels", json_string(fedc_nn_conv_kernels()));
                 cli_json_print(o);
             }
         }

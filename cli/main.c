@@ -73,9 +73,11 @@ int cmd_version(int argc, char **argv)
         json_object_set_new(o, "version", json_string(FEDC_VERSION));
         json_object_set_new(o, "build", json_string(fedc_version_string()));
         json_object_set_new(o, "blas_core", json_string(fedc_nn_blas_core()));
+        json_object_set_new(o, "conv_kernels", json_string(fedc_nn_conv_kernels()));
         cli_json_print(o);
     } else {
-        printf("%s\nOpenBLAS kernels: %s\n", fedc_version_string(), fedc_nn_blas_core());
+        printf("%s\nOpenBLAS kernels: %s\nConvolutions: %s\n", fedc_version_string(),
+               fedc_nn_blas_core(), fedc_nn_conv_kernels());
     }
     return CLI_EXIT_OK;
 }

@@ -10,6 +10,9 @@ expect_exit 0 "$FEDC" --version
 expect_out "fedc 0." "$FEDC" --version
 expect_exit 0 "$FEDC" version --json
 expect_out '"version":' "$FEDC" version --json
+# which convolution kernels this CPU runs: one of the three names
+"$FEDC" version --json | grep -Eq '"conv_kernels": *"(direct AVX-512|direct AVX2|im2col \+ GEMM)"' ||
+    fail "fedc version --json names no convolution kernels"
 expect_exit 2 "$FEDC"
 expect_exit 2 "$FEDC" frobnicate
 expect_err "unknown subcommand 'frobnicate'" "$FEDC" frobnicate

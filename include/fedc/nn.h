@@ -218,6 +218,9 @@ fedc_status fedc_nn_bench_gemm(int m, int n, int k, double min_seconds, double *
 
 /* The BLAS kernel family in use ("SkylakeX", "Haswell", ...; "none" without BLAS). Static. */
 const char *fedc_nn_blas_core(void);
+/* The kernels stride-1 convolutions with a multiple of 16 filters run on this CPU: "direct
+ * AVX-512", "direct AVX2" or "im2col + GEMM" (other convolutions always take the last). Static. */
+const char *fedc_nn_conv_kernels(void);
 /* When OpenBLAS picked a generic kernel on a CPU it did not recognise although the CPU has
  * AVX-512 or AVX2, the OPENBLAS_CORETYPE value that would use them ("SkylakeX", "Haswell");
  * NULL when the choice is fine, OPENBLAS_CORETYPE is already set, or without BLAS. OpenBLAS

@@ -462,5 +462,18 @@ static void conv_backward(const fedci_layer *L, const fedci_exec *e, const float
             for (int k = 0; k < K; k++) dW[(size_t)f * K + k] = dWT[(size_t)k * F + f];
 }
 
+const char *fedc_nn_conv_kernels(void)
+{
+    fedci_layer probe = {0}; /* a layer the direct kernels cover */
+    probe.stride = 1;
+    probe.units = 16;
+    probe.in[0] = 16;
+    switch (conv_direct(&probe, 1)) {
+    case 3: return "direct AVX-512";
+    case 2: return "direct AVX2";
+    default: return "im2col + GEMM";
+    }
+}
+
 const fedci_layer_ops fedci_conv_ops = {"conv", 1, conv_setup, conv_forward, conv_backward,
                                         0};
