@@ -247,6 +247,9 @@ static void test_clipped_per_example(void **state)
     check_clipped("conv(3,3,same) relu maxpool(2) conv(2,3,same) groupnorm(1) tanh dense(3)", img,
                   3, 3, 0, 7.0);
     check_clipped("conv(3,3) tanh dense(3)", img, 3, 3, 0, 4.0); /* 4x4 maps: chunked GEMMs */
+    /* 16 filters: the direct kernels (where the CPU has AVX2 or AVX-512) */
+    int64_t img16[3] = {2, 7, 9};
+    check_clipped("conv(16,3,same) relu conv(16,3,same) tanh dense(3)", img16, 3, 3, 0, 18.0);
     check_clipped("embed(6,3) flatten dense(4)", &seq, 1, 4, 6, 2.0);
     /* LSTM has no batched per-example norms: the one-example fallback. */
     check_clipped("embed(6,3) lstm(5) dense(4)", &seq, 1, 4, 6, 1.19);

@@ -16,8 +16,8 @@
  *
  * On CPUs with AVX-512 or AVX2, stride-1 layers whose filter count is a multiple of 16 skip all
  * of this and run the direct kernels of conv_direct.c (forward, weight gradient, and the input
- * gradient when the channel count is a multiple of 16 too); per-example norms (DP-SGD) keep the
- * GEMM path, which also serves every other shape and is the tests' oracle for the kernels.
+ * gradient when the channel count is a multiple of 16 too, and per-example norms); the GEMM
+ * path serves every other shape and is the tests' oracle for the kernels.
  */
 #include <stdatomic.h>
 #include <stddef.h>
@@ -410,13 +410,18 @@ static void conv_backward(const fedci_layer *L, const fedci_exec *e, const float
     float *pad = dWT + (size_t)F * K;
     float *dW = dP ? dP + L->toff[0] : NULL, *db = dP ? dP + L->toff[1] : NULL;
     if (db) memset(db, 0, (size_t)F * sizeof *db);
-    const int isa = pe_sq ? 0 : conv_direct(L, dx != NULL);
+    const int isa = conv_direct(L, dx != NULL);
     if (isa) {
-        fedci_conv_direct_backward(isa, L, W, x, dy, dx, dW, B, e->scratch);
-        if (db)
-            for (int bi = 0; bi < B; bi++)
-                for (int f = 0; f < F; f++)
-                    db[f] += sum_row(dy + (size_t)bi * L->out_n + (size_t)f * HWo, HWo);
+        fedci_conv_direct_backward(isa, L, W, x, dy, dx, dW, pe_sq, B, e->scratch);
+        for (int bi = 0; bi < B && (db || pe_sq); bi++) {
+            double sq = 0.0; /* the bias part of the example's squared norm */
+            for (int f = 0; f < F; f++) {
+                const float s = sum_row(dy + (size_t)bi * L->out_n + (size_t)f * HWo, HWo);
+                if (db) db[f] += s;
+                sq += (double)s * s;
+            }
+            if (pe_sq) pe_sq[bi] += sq;
+        }
         return;
     }
     for (int b0 = 0; b0 < B; b0 += nb) {

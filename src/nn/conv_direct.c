@@ -415,8 +415,9 @@ size_t fedci_conv_direct_scratch(const fedci_layer *L)
     const size_t H = (size_t)L->in[1], W = (size_t)L->in[2];
     const size_t wsz = k * k * C * F;
     const size_t xh = (Ho + k - 1) * (Wo + k - 1) * C, dyh = (H + k - 1) * (W + k - 1) * F;
-    /* weights (repacked), weight gradient, the two planes, the output tile */
-    return 2 * wsz + xh + dyh + CD_NP * 32 + 64;
+    /* weights (repacked), weight gradient, the two planes, the output tile, one example's
+     * weight gradient (per-example norms) */
+    return 3 * wsz + xh + dyh + CD_NP * 32 + 64;
 }
 
 static const cd_isa *isa_of(int isa)
@@ -476,8 +477,41 @@ static void dw_row(const cd_isa *I, const float *x, size_t rs, int cs, const flo
     }
 }
 
+/* Adds the squares of g[0..n-1] (in double) and, when sum is not NULL, adds g into sum. */
+CD_TARGET static double sq_add(const float *g, float *sum, size_t n)
+{
+    __m512d a0 = _mm512_setzero_pd(), a1 = _mm512_setzero_pd();
+    size_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        const __m512 v = _mm512_loadu_ps(g + i);
+        const __m512d lo = _mm512_cvtps_pd(_mm512_castps512_ps256(v));
+        const __m512d hi = _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(
+            _mm512_castps_pd(v), 1)));
+        a0 = _mm512_fmadd_pd(lo, lo, a0);
+        a1 = _mm512_fmadd_pd(hi, hi, a1);
+        if (sum) _mm512_storeu_ps(sum + i, _mm512_add_ps(_mm512_loadu_ps(sum + i), v));
+    }
+    double s = _mm512_reduce_add_pd(_mm512_add_pd(a0, a1));
+    for (; i < n; i++) {
+        s += (double)g[i] * g[i];
+        if (sum) sum[i] += g[i];
+    }
+    return s;
+}
+
+static double sq_add_plain(const float *g, float *sum, size_t n)
+{
+    double s = 0.0;
+    for (size_t i = 0; i < n; i++) {
+        s += (double)g[i] * g[i];
+        if (sum) sum[i] += g[i];
+    }
+    return s;
+}
+
 void fedci_conv_direct_backward(int isa, const fedci_layer *L, const float *W, const float *x,
-                                const float *dy, float *dx, float *dW, int B, float *scratch)
+                                const float *dy, float *dx, float *dW, double *pe_sq, int B,
+                                float *scratch)
 {
     const cd_isa *I = isa_of(isa);
     const int C = L->in[0], H = L->in[1], Wd = L->in[2], F = L->units, k = L->k;
@@ -486,6 +520,8 @@ void fedci_conv_direct_backward(int isa, const fedci_layer *L, const float *W, c
     const size_t wsz = (size_t)k * k * C * F;
     float *wb = scratch, *g = wb + wsz, *xh = g + wsz;
     float *dyh = xh + (size_t)Hp * Wp * C, *t = dyh + (size_t)Hq * Wq * F;
+    /* with per-example norms, each example's gradient goes to gi first */
+    float *gi = pe_sq ? t + CD_NP * 32 + 64 : g;
     const size_t rs = (size_t)Wp * C, drs = (size_t)Wq * F;
     /* dy's plane: dy at (k-1-pad_t, k-1-pad_l) of Hq x Wq, so that dx is the forward pass. */
     const int qt = k - 1 - L->pad_t, ql = k - 1 - L->pad_l;
@@ -495,19 +531,24 @@ void fedci_conv_direct_backward(int isa, const fedci_layer *L, const float *W, c
             I->transpose(W + (size_t)f * C * kk, kk, wb + ((size_t)(kk - 1) * F + f) * C,
                          -(ptrdiff_t)F * C, C, kk);
     if (dW) memset(g, 0, wsz * sizeof *g);
+    const int need_g = dW || pe_sq;
     memset(xh, 0, (size_t)Hp * Wp * C * sizeof *xh);
     memset(dyh, 0, (size_t)Hq * Wq * F * sizeof *dyh);
     const int cmax = dw_jblock(I, F);
     for (int b = 0; b < B; b++) {
         to_hwc(I, dy + (size_t)b * L->out_n, F, Ho, Wo, Hq, Wq, qt, ql, dyh);
-        if (dW) {
+        if (need_g) {
             to_hwc(I, x + (size_t)b * L->in_n, C, H, Wd, Hp, Wp, L->pad_t, L->pad_l, xh);
             const float *d0 = dyh + (size_t)qt * drs + (size_t)ql * F;
+            if (pe_sq) memset(gi, 0, wsz * sizeof *gi);
             for (int kh = 0; kh < k; kh++)
                 for (int j0 = 0; j0 < kC; j0 += cmax)
                     dw_row(I, xh + (size_t)kh * rs + j0, rs, C, d0, drs, F, Ho, Wo,
-                           g + ((size_t)kh * kC + j0) * F, F,
+                           gi + ((size_t)kh * kC + j0) * F, F,
                            kC - j0 < cmax ? kC - j0 : cmax);
+            if (pe_sq)
+                pe_sq[b] += I->vl == 16 ? sq_add(gi, dW ? g : NULL, wsz)
+                                        : sq_add_plain(gi, dW ? g : NULL, wsz);
         }
         if (dx)
             fwd_plane(I, dyh, drs, F, k, k * F, wb, C, NULL, H, Wd, dx + (size_t)b * L->in_n, t);
@@ -540,8 +581,10 @@ void fedci_conv_direct_forward(int isa, const fedci_layer *L, const float *W, co
 }
 
 void fedci_conv_direct_backward(int isa, const fedci_layer *L, const float *W, const float *x,
-                                const float *dy, float *dx, float *dW, int B, float *scratch)
+                                const float *dy, float *dx, float *dW, double *pe_sq, int B,
+                                float *scratch)
 {
-    (void)isa, (void)L, (void)W, (void)x, (void)dy, (void)dx, (void)dW, (void)B, (void)scratch;
+    (void)isa, (void)L, (void)W, (void)x, (void)dy, (void)dx, (void)dW, (void)pe_sq, (void)B;
+    (void)scratch;
 }
 #endif

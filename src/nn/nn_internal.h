@@ -183,13 +183,16 @@ int fedci_nn_avx512(void);
 /* The direct stride-1 kernels (conv_direct.c). isa: 3 AVX-512, 2 AVX2 + FMA (the caller checks
  * the CPU). fits: the layer's shape is covered (need_dx: also the input gradient). scratch:
  * floats they need. forward: y for B samples (+ bias). backward: dW (overwritten; skipped when
- * NULL) and dx (skipped when NULL); the bias gradient is the caller's. */
+ * NULL) and dx (skipped when NULL), and when pe_sq is not NULL adds each example's squared
+ * weight-gradient norm to pe_sq[b]; the bias gradient (and its part of the norms) is the
+ * caller's. */
 int fedci_conv_direct_fits(const fedci_layer *L, int need_dx);
 size_t fedci_conv_direct_scratch(const fedci_layer *L);
 void fedci_conv_direct_forward(int isa, const fedci_layer *L, const float *W, const float *bias,
                                const float *x, float *y, int B, float *scratch);
 void fedci_conv_direct_backward(int isa, const fedci_layer *L, const float *W, const float *x,
-                                const float *dy, float *dx, float *dW, int B, float *scratch);
+                                const float *dy, float *dx, float *dW, double *pe_sq, int B,
+                                float *scratch);
 /* The plain-C kernel: the fallback without BLAS and the tests' oracle. */
 void fedci_gemm_plain(int ta, int tb, int M, int N, int K, float alpha, const float *A,
                       int lda, const float *B, int ldb, float beta, float *C, int ldc);
