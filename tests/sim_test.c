@@ -147,6 +147,7 @@ static void run_sim(const fedc_config *cfg, int threads, int wrap_mode, run_resu
         wrap_ops.worker_fini = w_worker_fini;
         wrap_ops.fit = w_fit;
         wrap_ops.evaluate = w_eval;
+        if (wrap_mode == 3) wrap_ops.eval_parts = 0; /* the central set whole, on one thread */
         wrapped.ops = &wrap_ops;
         wrapped.shared = &the_wrap;
     }
@@ -183,6 +184,19 @@ static void test_learns_and_is_deterministic(void **state)
     assert_int_equal(r1.last.bytes_up, 6ull * 610 * 4); /* logreg: 60*10 + 10 params */
     assert_string_equal(r1.sha, r2.sha);
     assert_string_equal(r2.sha, r2b.sha);
+    /* The central evaluation runs in FEDC_EVAL_PARTS slices over the workers: the same metric
+     * bits for 1, 2 and 3 threads, and the same as evaluating the set whole (accuracy exactly,
+     * the mean loss to rounding). */
+    run_result r3t, whole;
+    run_sim(cfg, 3, 0, &r3t);
+    run_sim(cfg, 2, 3, &whole);
+    assert_true(r1.last.evaluated && r2.last.evaluated && r3t.last.evaluated);
+    assert_memory_equal(&r1.last.test_loss, &r2.last.test_loss, sizeof(double));
+    assert_memory_equal(&r1.last.test_loss, &r3t.last.test_loss, sizeof(double));
+    assert_memory_equal(&r1.last.test_accuracy, &r3t.last.test_accuracy, sizeof(double));
+    assert_string_equal(whole.sha, r1.sha);
+    assert_true(whole.last.test_accuracy == r1.last.test_accuracy);
+    assert_close(r1.last.test_loss, whole.last.test_loss, 1e-12, 0);
     fedc_config_destroy(cfg);
     /* another seed: another model */
     const char *const other[] = {"run.seed=6", NULL};
@@ -191,6 +205,26 @@ static void test_learns_and_is_deterministic(void **state)
     run_sim(cfg, 2, 0, &r3);
     assert_string_not_equal(r1.sha, r3.sha);
     fedc_config_destroy(cfg);
+}
+
+/* Combining slice results: examples weight the losses, accuracy comes from exact counts,
+ * empty slices count for nothing, NAN accuracy propagates, one slice is copied. */
+static void test_eval_combine(void **state)
+{
+    (void)state;
+    fedc_eval_out parts[4] = {{0.5, 3.0 / 7.0, 7}, {NAN, NAN, 0}, {1.5, 1.0, 3}, {0.25, 0.1, 10}};
+    fedc_eval_out out;
+    fedc_eval_combine(parts, 4, &out);
+    assert_int_equal(out.num_examples, 20);
+    assert_close(out.loss, (0.5 * 7 + 1.5 * 3 + 0.25 * 10) / 20, 1e-15, 0);
+    assert_true(out.accuracy == 7.0 / 20.0); /* (3 + 3 + 1) / 20, exactly */
+    parts[3].accuracy = NAN;
+    fedc_eval_combine(parts, 4, &out);
+    assert_true(isnan(out.accuracy));
+    fedc_eval_combine(parts + 1, 1, &out); /* one slice: as it is */
+    assert_true(isnan(out.loss) && out.num_examples == 0);
+    fedc_eval_combine(parts, 0, &out);
+    assert_true(isnan(out.loss) && isnan(out.accuracy) && out.num_examples == 0);
 }
 
 /* Thread-count independence for a server optimizer, a robust strategy and SCAFFOLD. */
@@ -276,6 +310,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_learns_and_is_deterministic),
         cmocka_unit_test(test_strategies_deterministic),
+        cmocka_unit_test(test_eval_combine),
         cmocka_unit_test(test_bad_results_rejected),
         cmocka_unit_test(test_bad_config),
     };

@@ -61,6 +61,11 @@ typedef struct fedc_eval_ins {
     const float *params;
     size_t num_params;
     const fedc_config *config;
+    /* Central test set, for a trainer whose ops set eval_parts: evaluate only slice `part`
+     * (0 <= part < parts) of the set cut into `parts` slices at points that depend only on
+     * the set and `parts` (the engine evaluates the slices on several threads and combines
+     * them with fedc_eval_combine). parts 0 or 1: the whole set. */
+    uint32_t part, parts;
 } fedc_eval_ins;
 
 typedef struct fedc_eval_out {
@@ -88,7 +93,20 @@ typedef struct fedc_trainer_ops {
                             fedc_eval_out *out, fedc_err *err);
     /* Number of examples client k holds for training (0 if unknown). May be NULL. */
     uint64_t (*num_examples)(const void *shared, uint32_t client);
+    /* 1 when evaluate honours fedc_eval_ins.part/parts for the central test set (0: it is
+     * always evaluated whole, on one thread). */
+    int eval_parts;
 } fedc_trainer_ops;
+
+/* The central test set is evaluated in this many slices (on as many threads as there are,
+ * whatever their number: the result does not depend on it). */
+#define FEDC_EVAL_PARTS 8
+
+/* The result over a whole set from the results over its n slices, in slice order: the mean
+ * loss weighted by examples, the accuracy from the exact counts of correct examples (NAN when
+ * a slice with examples has none meaningful). Slices with no examples count for nothing; one
+ * slice is copied as it is. */
+void fedc_eval_combine(const fedc_eval_out *parts, size_t n, fedc_eval_out *out);
 
 /* A trainer: its operations and its shared state. */
 typedef struct fedc_trainer {

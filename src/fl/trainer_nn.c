@@ -255,8 +255,15 @@ static fedc_status nn_evaluate(const void *shared, void *worker, const fedc_eval
     nn_worker *w = worker;
     if (ins->client == FEDC_CLIENT_SERVER) {
         if (!s->test) return fedc_err_set(err, FEDC_ERR_NOTFOUND, "no central test set");
-        return eval_indices(s, w, s->test, ins->params, s->test_idx, fedc_dataset_n(s->test), out,
-                            err);
+        size_t n = fedc_dataset_n(s->test), lo = 0, hi = n;
+        if (ins->parts > 1) { /* slice `part`, cut at evaluation-batch boundaries */
+            const size_t nb = (n + EVAL_BATCH - 1) / EVAL_BATCH;
+            lo = nb * ins->part / ins->parts * EVAL_BATCH;
+            hi = nb * (ins->part + 1) / ins->parts * EVAL_BATCH;
+            if (hi > n) hi = n;
+            if (lo > hi) lo = hi;
+        }
+        return eval_indices(s, w, s->test, ins->params, s->test_idx + lo, hi - lo, out, err);
     }
     size_t n;
     const uint32_t *idx = fedc_partition_indices(s->partition, ins->client, FEDC_SPLIT_TEST, &n);
@@ -279,6 +286,7 @@ static const fedc_trainer_ops nn_ops = {
     .fit = nn_fit,
     .evaluate = nn_evaluate,
     .num_examples = nn_num_examples,
+    .eval_parts = 1,
 };
 
 void fedc_trainer_nn_destroy(fedc_trainer *trainer)

@@ -443,10 +443,16 @@ static fedc_status evaluate(fedc_server *s, fedc_round_record *rec, fedc_err *er
         if (ops->worker_init) FEDC_TRY(ops->worker_init(s->trainer->shared, s->worker, err));
         s->worker_ready = 1;
     }
-    fedc_eval_ins ins = {rec->round, FEDC_CLIENT_SERVER, fedc_engine_global(s->engine),
-                         s->num_params, s->cfg};
-    fedc_eval_out out;
-    fedc_status st = ops->evaluate(s->trainer->shared, s->worker, &ins, &out, err);
+    /* in the simulation's slices (fedc_eval_combine), so that the metrics match it too */
+    const uint32_t parts = ops->eval_parts ? FEDC_EVAL_PARTS : 1;
+    fedc_eval_out out, outs[FEDC_EVAL_PARTS];
+    fedc_status st = FEDC_OK;
+    for (uint32_t i = 0; i < parts && st == FEDC_OK; i++) {
+        fedc_eval_ins ins = {rec->round, FEDC_CLIENT_SERVER, fedc_engine_global(s->engine),
+                             s->num_params, s->cfg, i, parts};
+        st = ops->evaluate(s->trainer->shared, s->worker, &ins, &outs[i], err);
+    }
+    if (st == FEDC_OK) fedc_eval_combine(outs, parts, &out);
     if (st == FEDC_OK) {
         rec->evaluated = 1;
         rec->test_loss = out.loss;

@@ -685,23 +685,13 @@ static fedc_status combine(mpi_run *run, int local_failed, fedc_round_record *re
 static fedc_status evaluate(mpi_run *run, fedc_round_record *rec, fedc_status *local,
                             fedc_err *lerr, fedc_err *err)
 {
-    const fedc_trainer_ops *ops = run->trainer->ops;
     uint32_t round = run->round;
     /* DP: a run stopped by its budget ends here: evaluate its last model too */
-    if (run->rank == 0 && *local == FEDC_OK &&
-        (fedc_engine_eval_due(run->engine, round) || rec->dp_budget_stop)) {
-        fedc_eval_ins ins = {round, FEDC_CLIENT_SERVER, fedc_engine_global(run->engine), run->n,
-                             run->cfg};
-        fedc_eval_out out;
+    if (run->rank == 0 && *local == FEDC_OK) { /* as the threads-only simulation does */
         fedc_err e;
         fedc_err_clear(&e);
-        fedc_status st =
-            ops->evaluate(run->trainer->shared, run->pool.workers[0].state, &ins, &out, &e);
-        if (st == FEDC_OK) {
-            rec->evaluated = 1;
-            rec->test_loss = out.loss;
-            rec->test_accuracy = out.accuracy;
-        } else if (st != FEDC_ERR_NOTFOUND) { /* NOTFOUND: no central test set */
+        fedc_status st = fedci_pool_eval_central(&run->pool, rec, rec->dp_budget_stop, &e);
+        if (st != FEDC_OK) {
             *local = st;
             *lerr = e;
         }

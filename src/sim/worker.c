@@ -157,7 +157,11 @@ static fedc_status eval_one(fedci_pool *p, fedci_worker *w, size_t j)
 {
     size_t at = p->eval_pos ? p->eval_pos[j] : j;
     fedc_eval_ins ins = {p->round, p->items[j], fedc_engine_global(p->engine), p->num_params,
-                         p->cfg};
+                         p->cfg, 0, 0};
+    if (p->eval_parts) { /* the slices of the central test set */
+        ins.part = (uint32_t)j;
+        ins.parts = (uint32_t)p->nitems;
+    }
     fedc_err eerr;
     fedc_err_clear(&eerr);
     fedc_status st = p->trainer->ops->evaluate(p->trainer->shared, w->state, &ins,
@@ -249,11 +253,40 @@ fedc_status fedci_pool_eval_central(fedci_pool *p, fedc_round_record *rec, int f
                                     fedc_err *err)
 {
     if (!force && !fedc_engine_eval_due(p->engine, rec->round)) return FEDC_OK;
-    fedc_eval_ins ins = {rec->round, FEDC_CLIENT_SERVER, fedc_engine_global(p->engine),
-                         p->num_params, p->cfg};
     fedc_eval_out out;
-    fedc_status st = p->trainer->ops->evaluate(p->trainer->shared, p->workers[0].state, &ins,
-                                               &out, err);
+    fedc_status st;
+    if (p->trainer->ops->eval_parts) {
+        /* FEDC_EVAL_PARTS slices over every worker, combined in slice order: the same result
+         * for any number of workers */
+        uint32_t ids[FEDC_EVAL_PARTS];
+        fedc_eval_out outs[FEDC_EVAL_PARTS];
+        fedc_status sts[FEDC_EVAL_PARTS];
+        for (size_t i = 0; i < FEDC_EVAL_PARTS; i++) ids[i] = FEDC_CLIENT_SERVER;
+        p->job = JOB_EVAL;
+        p->items = ids;
+        p->nitems = FEDC_EVAL_PARTS;
+        p->round = rec->round;
+        p->eval_pos = NULL;
+        p->eval_out = outs;
+        p->eval_status = sts;
+        p->eval_parts = 1;
+        st = run_job(p, err);
+        p->eval_parts = 0;
+        if (st != FEDC_OK) return st;
+        size_t bad = 0;
+        while (bad < FEDC_EVAL_PARTS && sts[bad] == FEDC_OK) bad++;
+        st = bad < FEDC_EVAL_PARTS ? sts[bad] : FEDC_OK;
+        if (st == FEDC_OK)
+            fedc_eval_combine(outs, FEDC_EVAL_PARTS, &out);
+        else if (st != FEDC_ERR_NOTFOUND)
+            return fedc_err_set(err, st, "central evaluation, slice %zu of %d: %s", bad + 1,
+                                FEDC_EVAL_PARTS, fedc_strerror(st));
+    } else {
+        fedc_eval_ins ins = {rec->round, FEDC_CLIENT_SERVER, fedc_engine_global(p->engine),
+                             p->num_params, p->cfg, 0, 0};
+        st = p->trainer->ops->evaluate(p->trainer->shared, p->workers[0].state, &ins, &out,
+                                       err);
+    }
     if (st == FEDC_OK) {
         rec->evaluated = 1;
         rec->test_loss = out.loss;

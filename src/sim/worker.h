@@ -72,6 +72,7 @@ typedef struct fedci_pool {
     fedc_eval_out *eval_out;
     fedc_status *eval_status;
     const size_t *eval_pos;
+    int eval_parts;               /* the eval job's items are slices of the central set */
 } fedci_pool;
 
 /* Builds the pool: nworkers workers with their trainer state and buffers, SCAFFOLD's and error
@@ -106,7 +107,9 @@ fedc_status fedci_pool_eval(fedci_pool *p, uint32_t round, const uint32_t *clien
                             const size_t *pos, fedc_eval_out *out, fedc_status *status,
                             fedc_err *err);
 
-/* Central evaluation on worker 0's state: rec's test fields when due (or forced). */
+/* Central evaluation: rec's test fields when due (or forced). With a trainer that evaluates
+ * slices (ops->eval_parts), FEDC_EVAL_PARTS slices over every worker, combined in order
+ * (fedc_eval_combine); otherwise the whole set on worker 0. */
 fedc_status fedci_pool_eval_central(fedci_pool *p, fedc_round_record *rec, int force,
                                     fedc_err *err);
 
