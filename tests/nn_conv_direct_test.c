@@ -196,16 +196,16 @@ static void test_direct_not_taken(void **state)
     assert_false(compare_spec("conv(20,3,same) conv(24,3,same) flatten loss(mse)", 2, 7, 7, 2, 0));
 }
 
-/* The AVX-512 2x2 max pool against the plain loop: the same values and argmaxes, with ties
- * (inputs from three levels), NaNs (never win), and widths from 2 to 70 (output rows longer
- * than one vector, odd widths). */
+/* The AVX-512 2x2 max pool against the plain loops: the same values and argmaxes, and the same
+ * input gradient bits (signed zeros included), with ties (inputs from three levels), NaNs
+ * (never win), odd heights and widths from 2 to 70 (output rows longer than one vector). */
 static void test_maxpool_avx512(void **state)
 {
     (void)state;
     if (!have_avx512()) skip();
     const int widths[] = {2, 3, 7, 28, 33, 40, 70};
     for (size_t wi = 0; wi < sizeof widths / sizeof *widths; wi++) {
-        const int64_t shape[3] = {3, 6, widths[wi]};
+        const int64_t shape[3] = {3, 6 + (int64_t)(wi % 2), widths[wi]}; /* odd heights too */
         fedc_model *m = tu_model("maxpool(2) dense(4)", shape, 3, 0);
         const fedci_layer *L = &m->layers[0];
         const int B = 2;
@@ -228,6 +228,21 @@ static void test_maxpool_avx512(void **state)
         fedci_conv_cap_isa(-1);
         assert_memory_equal(ya, yb, on * sizeof *ya);
         assert_memory_equal(aa, ab, on * sizeof *aa);
+        /* backward: the input gradient written whole equals memset + scatter, -0 included */
+        float *dy = malloc(on * sizeof *dy), *da = malloc(n * sizeof *da), *db = malloc(n * 4);
+        assert_true(dy && da && db);
+        for (size_t i = 0; i < on; i++)
+            dy[i] = i % 5 == 0 ? -0.0f : (float)fedc_rng_normal(&rng);
+        memset(da, 0x7f, n * sizeof *da); /* garbage the pass must overwrite */
+        fedci_conv_cap_isa(-1);
+        ops->backward(L, &e, NULL, x, ya, (float *)aa, dy, da, NULL, NULL, B);
+        fedci_conv_cap_isa(0);
+        ops->backward(L, &e, NULL, x, yb, (float *)ab, dy, db, NULL, NULL, B);
+        fedci_conv_cap_isa(-1);
+        assert_memory_equal(da, db, n * sizeof *da);
+        free(dy);
+        free(da);
+        free(db);
         free(x);
         free(ya);
         free(yb);

@@ -76,6 +76,43 @@ __attribute__((target("avx512f"))) static void maxpool2_row_avx512(const float *
         _mm512_mask_storeu_epi32(ao + ow0, mo, best);
     }
 }
+
+/* The input gradient of one output row of the 2x2/2 max pool, written whole (no memset and
+ * scatter): each window's argmax gets 0 + dy (the scalar path's sum, so -0 becomes +0 alike),
+ * its other three inputs 0. Columns past 2 Wo (an odd width) are the caller's. */
+__attribute__((target("avx512f"))) static void maxpool2_back_row_avx512(const float *dyr,
+                                                                      const int32_t *ar, int W,
+                                                                      int Wo, int i0, float *r0)
+{
+    const __m512i lo = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
+    const __m512i hi = _mm512_add_epi32(lo, _mm512_set1_epi32(8));
+    const __m512i ev = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28,
+                                         30);
+    const __m512 zero = _mm512_setzero_ps();
+    for (int ow0 = 0; ow0 < Wo; ow0 += 16) {
+        const int n = Wo - ow0 < 16 ? Wo - ow0 : 16;
+        const __mmask16 mo = (__mmask16)(n == 16 ? 0xFFFFu : (1u << n) - 1u);
+        const __mmask16 m0 = (__mmask16)(2 * n >= 16 ? 0xFFFFu : (1u << (2 * n)) - 1u);
+        const __mmask16 m1 = (__mmask16)(2 * n <= 16 ? 0u : (1u << (2 * n - 16)) - 1u);
+        const __m512 d = _mm512_add_ps(zero, _mm512_maskz_loadu_ps(mo, dyr + ow0));
+        const __m512i rel = _mm512_sub_epi32(
+            _mm512_maskz_loadu_epi32(mo, ar + ow0),
+            _mm512_add_epi32(_mm512_set1_epi32(i0 + 2 * ow0), ev)); /* 0, 1, W or W + 1 */
+        const __m512 tl = _mm512_maskz_mov_ps(
+            _mm512_cmpeq_epi32_mask(rel, _mm512_setzero_si512()), d);
+        const __m512 tr = _mm512_maskz_mov_ps(
+            _mm512_cmpeq_epi32_mask(rel, _mm512_set1_epi32(1)), d);
+        const __m512 bl = _mm512_maskz_mov_ps(
+            _mm512_cmpeq_epi32_mask(rel, _mm512_set1_epi32(W)), d);
+        const __m512 br = _mm512_maskz_mov_ps(
+            _mm512_cmpeq_epi32_mask(rel, _mm512_set1_epi32(W + 1)), d);
+        float *p = r0 + 2 * ow0, *q = p + W;
+        _mm512_mask_storeu_ps(p, m0, _mm512_permutex2var_ps(tl, lo, tr));
+        _mm512_mask_storeu_ps(p + 16, m1, _mm512_permutex2var_ps(tl, hi, tr));
+        _mm512_mask_storeu_ps(q, m0, _mm512_permutex2var_ps(bl, lo, br));
+        _mm512_mask_storeu_ps(q + 16, m1, _mm512_permutex2var_ps(bl, hi, br));
+    }
+}
 #else
 #define POOL_AVX512 0
 #endif
@@ -156,6 +193,23 @@ static void maxpool_backward(const fedci_layer *L, const fedci_exec *e, const fl
     if (!dx) return;
     const int C = L->in[0], HW = L->in[1] * L->in[2], HWo = L->out[1] * L->out[2];
     const int32_t *arg = (const int32_t *)save;
+#if POOL_AVX512
+    if (L->k == 2 && L->stride == 2 && fedci_nn_avx512()) {
+        /* windows do not overlap: each input row pair is written whole */
+        const int H = L->in[1], W = L->in[2], Ho = L->out[1], Wo = L->out[2];
+        for (size_t p = 0; p < (size_t)B * C; p++) {
+            float *d = dx + p * HW;
+            for (int oh = 0; oh < Ho; oh++) {
+                float *r0 = d + (size_t)(2 * oh) * W;
+                maxpool2_back_row_avx512(dy + p * HWo + (size_t)oh * Wo,
+                                         arg + p * HWo + (size_t)oh * Wo, W, Wo, 2 * oh * W, r0);
+                if (W > 2 * Wo) r0[W - 1] = r0[2 * W - 1] = 0.0f; /* odd width */
+            }
+            if (H > 2 * Ho) memset(d + (size_t)(H - 1) * W, 0, (size_t)W * sizeof *d);
+        }
+        return;
+    }
+#endif
     memset(dx, 0, (size_t)B * L->in_n * sizeof *dx);
     for (int b = 0; b < B; b++)
         for (int c = 0; c < C; c++) {
