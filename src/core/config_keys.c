@@ -212,6 +212,10 @@ static const fedc_config_key keys[] = {
             "bytes of model data per chunk message (downloads and uploads)"),
     INT_KEY("server", "max_uploads", "8", 1, 4096,
             "results received at once; each holds one update buffer (memory bound)"),
+    BOOL_KEY("server", "fold_early", "true",
+             "fold float32 results into the aggregate chunk by chunk as they arrive (taken "
+             "out again if refused); only for linear strategies without DP, max_norm, SecAgg or "
+             "compress.upload"),
     DBL_KEY("server", "clock_skew", "300", 1, 86400, 0,
             "seconds a request's signed timestamp may differ from the server's clock"),
     DBL_KEY("server", "linger", "3", 0, 86400, 0,

@@ -396,9 +396,92 @@ static fedc_status commit_add(fedc_accum *acc, double w, double max_scaled, fedc
     return FEDC_OK;
 }
 
+/* ---- folds by range (a vector folded piece by piece as it arrives) ---- */
+
+size_t fedci_accum_range_block(void) { return CHUNK; }
+
+fedc_status fedci_accum_fold_range(fedc_accum *acc, double weight, size_t off, const float *x,
+                                   size_t len, double *mx, fedc_err *err)
+{
+    assert(acc && mx && (x || len == 0));
+    assert(off % CHUNK == 0 && off <= acc->n && len <= acc->n - off);
+    assert((len % CHUNK == 0 || off + len == acc->n) && "a range ends on a block or at n");
+    FEDC_TRY(check_weight(weight, err));
+    const double wd = weight * SCALE;
+    double m = *mx;
+    for (size_t c = 0; c < len; c += CHUNK) {
+        size_t l = len - c < CHUNK ? len - c : CHUNK;
+        ptrdiff_t bad = fold_chunk(acc->data + off + c, x + c, l, wd, +1, &m);
+        if (bad >= 0) {
+            for (size_t u = 0; u < c; u += CHUNK) { /* this call's blocks so far */
+                double unused = 0;
+                ptrdiff_t b2 = fold_chunk(acc->data + off + u, x + u, CHUNK, wd, -1, &unused);
+                assert(b2 < 0);
+                (void)b2;
+            }
+            fedc_status st = element_error(x, c + (size_t)bad, weight, err);
+            if (err) fedc_err_prefix(err, "update ");
+            return st;
+        }
+    }
+    *mx = m;
+    return FEDC_OK;
+}
+
+void fedci_accum_unfold_range(fedc_accum *acc, double weight, size_t off, const float *x,
+                              size_t len)
+{
+    assert(acc && off % CHUNK == 0 && off <= acc->n && len <= acc->n - off);
+    const double wd = weight * SCALE;
+    for (size_t c = 0; c < len; c += CHUNK) {
+        size_t l = len - c < CHUNK ? len - c : CHUNK;
+        double unused = 0;
+        ptrdiff_t bad = fold_chunk(acc->data + off + c, x + c, l, wd, -1, &unused);
+        assert(bad < 0); /* the same terms were folded successfully */
+        (void)bad;
+    }
+}
+
+/* The prefolded vector the calling thread announced (fedci_accum_expect_prefolded). */
+static _Thread_local struct {
+    const fedc_accum *acc;
+    const float *x;
+    double weight, mx;
+    int taken;
+} prefolded;
+
+void fedci_accum_expect_prefolded(const fedc_accum *acc, const float *x, double weight,
+                                  double mx)
+{
+    prefolded.acc = acc;
+    prefolded.x = x;
+    prefolded.weight = weight;
+    prefolded.mx = mx;
+    prefolded.taken = 0;
+}
+
+int fedci_accum_prefolded_taken(void)
+{
+    int t = prefolded.taken;
+    memset(&prefolded, 0, sizeof prefolded);
+    return t;
+}
+
 fedc_status fedc_accum_add(fedc_accum *acc, double weight, const float *x, fedc_err *err)
 {
     assert(acc && x);
+    if (prefolded.acc == acc && prefolded.x == x && !prefolded.taken) {
+        /* x's terms are in the sums already (folded by range as it arrived): only the add is
+         * recorded. The sums are not touched here, whatever happens (the caller, who folded
+         * them without this add's locks, takes the terms out when the add does not take them) */
+        if (prefolded.weight != weight)
+            return fedc_err_set(err, FEDC_ERR_INTERNAL,
+                                "accumulator: the vector was folded with weight %g, added with %g",
+                                prefolded.weight, weight);
+        FEDC_TRY(commit_add(acc, weight, prefolded.mx, err));
+        prefolded.taken = 1;
+        return FEDC_OK;
+    }
     FEDC_TRY(check_weight(weight, err));
     const double wd = weight * SCALE;
     double mx = 0;

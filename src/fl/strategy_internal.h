@@ -114,6 +114,34 @@ extern const fedci_strategy_ops fedci_strategy_fedmedian, fedci_strategy_fedtrim
  * only for an add that succeeded. */
 void fedci_accum_undo(fedc_accum *acc, double weight, const float *x);
 
+/* Folding a vector by range, as it arrives (the server's result uploads, src/net/server_http.c):
+ * the sums get exactly the terms a whole-vector fedc_accum_add gives, block by block.
+ * fold_range adds weight * x[0..len-1] to sums [off, off + len): off a multiple of
+ * fedci_accum_range_block(), len a multiple of it unless the range ends at n. It checks the
+ * terms like fedc_accum_add (NaN/Inf, the per-term range; on error the range is left
+ * unchanged and the message names the index within x) and raises *mx to the largest |term| (in
+ * the accumulator's units; start at 0), but does not record an add: no count, weight or bound.
+ * unfold_range subtracts exactly what fold_range added. Neither is synchronised: the caller
+ * keeps ranges of the same sums from being folded concurrently, and from any other use of acc.
+ *
+ * Once all n terms of x are in (*mx over all ranges), the caller announces them with
+ * expect_prefolded on the thread that then adds x the ordinary way (fedc_accum_add(acc, w, x)
+ * from the strategy): that add finds x's terms already in the sums and only records the add
+ * (count, weight, the range bound), giving the same bits as a whole-vector add, without
+ * touching the sums. If it cannot -- its bound check fails (FEDC_ERR_RANGE), or its weight is
+ * not the one folded with (FEDC_ERR_INTERNAL: the caller's weight rule is not the strategy's) --
+ * it refuses and leaves the terms where they are. prefolded_taken then says whether an add
+ * recorded the announced vector (1) or not (0: refused by the add, or refused before it; the
+ * terms are still in the sums and the caller must unfold them); it clears the announcement. */
+size_t fedci_accum_range_block(void);
+fedc_status fedci_accum_fold_range(fedc_accum *acc, double weight, size_t off, const float *x,
+                                   size_t len, double *mx, fedc_err *err);
+void fedci_accum_unfold_range(fedc_accum *acc, double weight, size_t off, const float *x,
+                              size_t len);
+void fedci_accum_expect_prefolded(const fedc_accum *acc, const float *x, double weight,
+                                  double mx);
+int fedci_accum_prefolded_taken(void);
+
 /* Tests only: forces the accumulator's vector kernel (all give identical bits; this checks it).
  * Returns 1 if the kernel is available on this CPU and build, else 0 (nothing changed). Not
  * thread-safe with concurrent folds. */

@@ -265,6 +265,10 @@ fedc_status fedc_server_create(const fedc_config *cfg, const fedc_trainer *train
     if (!s) return fedc_err_set(err, FEDC_ERR_NOMEM, "server: out of memory");
     pthread_mutex_init(&s->lock, NULL);
     pthread_mutex_init(&s->pool_lock, NULL);
+    pthread_mutex_init(&s->fold_lock, NULL);
+    pthread_cond_init(&s->fold_cond, NULL);
+    for (int i = 0; i < FEDCI_FOLD_STRIPES; i++) pthread_mutex_init(&s->fold_stripes[i], NULL);
+    s->listen_fd = s->accept_wake[0] = s->accept_wake[1] = -1;
     pthread_cond_init(&s->cond, NULL);
     fedci_nonce_cache_init(&s->nonces, 4u << 20);
     if (strcmp(fedc_config_str(cfg, "compress.upload"), "none") != 0) {
@@ -401,7 +405,11 @@ void fedc_server_destroy(fedc_server *s)
     fedc_free(s->parts);
     fedci_nonce_cache_fini(&s->nonces);
     if (s->kx_sk) sodium_free(s->kx_sk);
+    if (s->sessions) sodium_free(s->sessions);
     pthread_cond_destroy(&s->cond);
+    pthread_mutex_destroy(&s->fold_lock);
+    pthread_cond_destroy(&s->fold_cond);
+    for (int i = 0; i < FEDCI_FOLD_STRIPES; i++) pthread_mutex_destroy(&s->fold_stripes[i]);
     pthread_mutex_destroy(&s->pool_lock);
     pthread_mutex_destroy(&s->lock);
     fedc_free(s);
@@ -544,6 +552,7 @@ static fedc_status run_round(fedc_server *s, uint32_t attempt, int *aborted, fed
     atomic_store(&s->round_bytes_down, 0);
     atomic_store(&s->round_bytes_down_full, 0);
     if (s->secagg) fedci_secagg_open(s);
+    fedci_server_fold_open(s, ins.round, attempt);
     fedci_server_wake(s, 1);
     fedc_log(FEDC_LOG_INFO, "server", "round %u%s: %zu client(s) selected, %u result(s) wanted",
              s->round, attempt ? " (re-run)" : "", n, s->target);
@@ -563,6 +572,7 @@ static fedc_status run_round(fedc_server *s, uint32_t attempt, int *aborted, fed
     }
     s->phase = PHASE_IDLE; /* from here on, results are late */
     while (s->submitting > 0) cond_wait_s(s, 0.05); /* results being folded right now */
+    fedci_server_fold_close(s); /* results still arriving: their chunks out of the sums */
     uint32_t accepted = s->accepted, refused = s->refused;
     pthread_mutex_unlock(&s->lock);
     double t_wait = fedci_mono();

@@ -14,23 +14,32 @@
  * Locks: s->lock guards the round and the waiters (and is held when calling
  * MHD_suspend_connection / MHD_resume_connection, so that a wake-up cannot overtake a
  * suspension); the request-completed callback never takes it. Update buffers have their own
- * pool lock.
+ * pool lock; early folds (results folded into the round's sums as their chunks arrive) have
+ * fold_lock and the stripe locks of the sums (server_internal.h gives the order).
+ *
+ * Connections are accepted by a thread of ours and handed to libmicrohttpd's workers
+ * (accept_main), so that a burst of clients is spread over the worker threads.
  */
+#include <assert.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <jansson.h>
 #include <math.h>
+#include <fcntl.h>
 #include <netdb.h>
+#include <poll.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <unistd.h>
 
 #include "fedc/alloc.h"
 #include "fedc/codec.h"
 #include "fedc/log.h"
 #include "fedc/rng.h"
+#include "fl/strategy_internal.h"
 #include "net/server_internal.h"
 
 enum route { R_NONE = 0, R_CHECKIN, R_RUN, R_MODEL, R_RESULT, R_STATUS, R_METRICS,
@@ -76,6 +85,19 @@ typedef struct req {
     float *buf;
     uint8_t *enc; /* an encoded result's codec message (ResultHeader.encoding) */
     uint64_t enc_len;
+    /* early fold (fedc_server.fold_early): FOLD_NONE until the first whole block arrives, then
+     * FOLD_ON (in s->folding: floats [0, folded) are in the sums with weight fold_w) or
+     * FOLD_OFF (none are: not eligible, failed, taken out) -- under s->fold_lock */
+    int fold;
+    uint64_t folded;
+    double fold_w, fold_mx;
+    struct req *fprev, *fnext;
+    /* ... and, read and written by the connection's thread only: floats offered to the fold
+     * so far, the fold ended (taken out or refused), every float was folded (so checked
+     * finite: the stream's own NaN/Inf scan is off meanwhile) */
+    uint64_t fold_offered;
+    int fold_ended, fold_verified;
+    int fold_busy; /* fold_lock: a piece is being folded outside fold_lock (its folded stays) */
     int wait_buf;      /* queued for an update buffer */
     int buf_suspended; /* ... and its connection is suspended (pool_lock) */
     struct req *qnext;
@@ -260,6 +282,190 @@ static void buf_unqueue(fedc_server *s, req *r)
     pthread_mutex_unlock(&s->pool_lock);
 }
 
+/* ---- early folds (fedc_server.fold_early) ---- */
+
+enum { FOLD_NONE = 0, FOLD_ON = 1, FOLD_OFF = 2 };
+
+_Static_assert(FEDCI_FOLD_GROUP % 1024 == 0, "a stripe covers whole accumulator blocks");
+
+/* Folds (sign > 0) or unfolds floats [start, end) of x with weight w, group by group under
+ * the groups' stripe locks (not held by the caller). A fold that fails leaves nothing of this
+ * call's range in the sums. */
+static fedc_status fold_range_striped(fedc_server *s, double w, size_t start, size_t end,
+                                      const float *x, int sign, double *mx, fedc_err *err)
+{
+    for (size_t g = start; g < end;) {
+        size_t stop = (g / FEDCI_FOLD_GROUP + 1) * FEDCI_FOLD_GROUP;
+        if (stop > end) stop = end;
+        pthread_mutex_t *m = &s->fold_stripes[(g / FEDCI_FOLD_GROUP) % FEDCI_FOLD_STRIPES];
+        pthread_mutex_lock(m);
+        fedc_status st = FEDC_OK;
+        if (sign > 0)
+            st = fedci_accum_fold_range(s->fold_acc, w, g, x + g, stop - g, mx, err);
+        else
+            fedci_accum_unfold_range(s->fold_acc, w, g, x + g, stop - g);
+        pthread_mutex_unlock(m);
+        if (st != FEDC_OK) {
+            double unused = 0;
+            fold_range_striped(s, w, start, g, x, -1, &unused, NULL);
+            return st;
+        }
+        g = stop;
+    }
+    return FEDC_OK;
+}
+
+static void stripes_lock_all(fedc_server *s)
+{
+    for (int i = 0; i < FEDCI_FOLD_STRIPES; i++) pthread_mutex_lock(&s->fold_stripes[i]);
+}
+
+static void stripes_unlock_all(fedc_server *s)
+{
+    for (int i = FEDCI_FOLD_STRIPES - 1; i >= 0; i--) pthread_mutex_unlock(&s->fold_stripes[i]);
+}
+
+/* fold_lock held for these two. */
+static void fold_unlink(fedc_server *s, req *r)
+{
+    if (r->fprev)
+        r->fprev->fnext = r->fnext;
+    else
+        s->folding = r->fnext;
+    if (r->fnext) r->fnext->fprev = r->fprev;
+    r->fprev = r->fnext = NULL;
+}
+
+/* Takes r's folded chunks out of the sums (exactly: the same integer terms); r folds no more.
+ * Waits for a piece being folded by r's thread to be done. */
+static void fold_undo(fedc_server *s, req *r)
+{
+    while (r->fold_busy) pthread_cond_wait(&s->fold_cond, &s->fold_lock);
+    if (r->fold == FOLD_ON) {
+        fold_range_striped(s, r->fold_w, 0, (size_t)r->folded, r->buf, -1, NULL, NULL);
+        fold_unlink(s, r);
+        if (r->folded) atomic_fetch_add(&s->stats.folds_undone, 1);
+        r->folded = 0;
+    }
+    r->fold = FOLD_OFF;
+}
+
+/* The result will not be submitted with its early fold (refused, late, connection gone): its
+ * chunks leave the sums before its buffer does. */
+static void fold_release(fedc_server *s, req *r)
+{
+    if (!s->fold_early || !r->buf) return;
+    pthread_mutex_lock(&s->fold_lock);
+    fold_undo(s, r);
+    pthread_mutex_unlock(&s->fold_lock);
+}
+
+/* After a piece of a float32 result was copied into r->buf: folds the blocks it completed
+ * (all that is left once the vector is whole) while they are still in cache. A block that
+ * cannot be folded (NaN/Inf, a term out of the exact range) ends the early fold: what was
+ * folded comes out again, and the result takes the ordinary path when it has arrived (which
+ * refuses it with the usual message). */
+static void fold_more(fedc_server *s, req *r)
+{
+    if (r->fold_ended || !r->vs.header || r->vs.unit != 4) return;
+    size_t n = s->num_params, blk = fedci_accum_range_block();
+    uint64_t have = r->vs.filled / 4;
+    size_t end = have >= n ? n : (size_t)(have / blk * blk);
+    if (end <= r->fold_offered) return;
+    r->fold_offered = end;
+    pthread_mutex_lock(&s->fold_lock);
+    if (r->fold == FOLD_NONE) {
+        const Fedc__V1__ResultHeader *h = (const Fedc__V1__ResultHeader *)r->vs.header;
+        if (s->fold_open && r->t_round == s->fold_round && r->t_attempt == s->fold_attempt) {
+            uint64_t ne = h->num_examples;
+            r->fold_w = (double)(s->fold_max_weight && ne > s->fold_max_weight ? s->fold_max_weight
+                                                                               : ne);
+            r->fold_mx = 0;
+            r->folded = 0;
+            r->fold = FOLD_ON;
+            r->fprev = NULL;
+            r->fnext = s->folding;
+            if (s->folding) s->folding->fprev = r;
+            s->folding = r;
+            r->vs.scan_finite = 0; /* the fold checks every float (NaN/Inf) */
+        } else {
+            r->fold = FOLD_OFF;
+        }
+    }
+    int on = r->fold == FOLD_ON;
+    size_t start = (size_t)r->folded;
+    double w = r->fold_w, mx = r->fold_mx;
+    if (on) r->fold_busy = 1; /* r->folded and the state stay as they are meanwhile */
+    pthread_mutex_unlock(&s->fold_lock);
+    if (!on) {
+        r->fold_ended = 1;
+        if (!r->vs.scan_finite) fedci_vstream_scan_resume(&r->vs); /* the first NaN/Inf */
+        return;
+    }
+    fedc_err err;
+    fedc_status st = fold_range_striped(s, w, start, end, r->buf, +1, &mx, &err);
+    pthread_mutex_lock(&s->fold_lock);
+    r->fold_busy = 0;
+    pthread_cond_broadcast(&s->fold_cond);
+    if (st == FEDC_OK) {
+        r->folded = end;
+        r->fold_mx = mx;
+    } else {
+        fold_undo(s, r);
+    }
+    pthread_mutex_unlock(&s->fold_lock);
+    if (st == FEDC_OK) {
+        if (r->vs.scanned < (uint64_t)end * 4) r->vs.scanned = (uint64_t)end * 4;
+        if (end == n) r->fold_verified = 1;
+    } else {
+        r->fold_ended = 1;
+        fedci_vstream_scan_resume(&r->vs); /* the first NaN/Inf, if that was it */
+    }
+}
+
+/* Which runs fold early: float32 results into a linear strategy's sums with the weight
+ * precheck gives them (num_examples, capped), nothing that must see the whole update first. */
+static int fold_eligible(const fedc_server *s)
+{
+    if (!fedc_config_bool(s->cfg, "server.fold_early") || s->secagg || s->up_codec[0] ||
+        s->max_norm > 0 || fedc_engine_dp(s->engine))
+        return 0;
+    const fedc_strategy *st = fedc_engine_strategy(s->engine);
+    return st && st->acc && st->ops->streaming && !st->ops->weigh && !st->ops->add_extra &&
+           !st->ops->needs_control;
+}
+
+void fedci_server_fold_open(fedc_server *s, uint32_t round, uint32_t attempt)
+{
+    if (!s->fold_early) return;
+    const fedc_strategy *st = fedc_engine_strategy(s->engine);
+    pthread_mutex_lock(&s->fold_lock);
+    assert(!s->folding);
+    s->fold_acc = st->acc;
+    s->fold_max_weight = st->max_weight;
+    s->fold_round = round;
+    s->fold_attempt = attempt;
+    s->fold_open = 1;
+    pthread_mutex_unlock(&s->fold_lock);
+}
+
+void fedci_server_fold_close(fedc_server *s)
+{
+    if (!s->fold_early) return;
+    pthread_mutex_lock(&s->fold_lock);
+    s->fold_open = 0;
+    while (s->folding) fold_undo(s, s->folding);
+    pthread_mutex_unlock(&s->fold_lock);
+}
+
+/* Gives r's update buffer back, its early fold (if any) taken out first. */
+static void result_buf_drop(fedc_server *s, req *r)
+{
+    fold_release(s, r);
+    buf_give(s, r->buf);
+    r->buf = NULL;
+}
+
 /* ---- nonce cache ---- */
 
 void fedci_nonce_cache_init(nonce_cache *c, size_t max)
@@ -414,6 +620,45 @@ static enum route route_of(const char *method, const char *url, req *r)
 
 /* ---- the first call: headers only ---- */
 
+/* The session key of client `id` (key pk): derived once per run and client (an X25519
+ * exchange and a hash), then cached in secure memory. */
+static fedc_status session_key(fedc_server *s, int id, const uint8_t pk[FEDC_KEY_PUBLIC_BYTES],
+                               uint8_t out[FEDCI_SESSION_BYTES], fedc_err *err)
+{
+    size_t i = (size_t)id;
+    pthread_mutex_lock(&s->lock);
+    if (i < s->nsession_cap && s->sessions[i].ok &&
+        memcmp(s->sessions[i].pk, pk, FEDC_KEY_PUBLIC_BYTES) == 0) {
+        memcpy(out, s->sessions[i].key, FEDCI_SESSION_BYTES);
+        pthread_mutex_unlock(&s->lock);
+        return FEDC_OK;
+    }
+    pthread_mutex_unlock(&s->lock);
+    FEDC_TRY(fedci_session_server(s->kx_pk, s->kx_sk, pk, out, err));
+    pthread_mutex_lock(&s->lock);
+    if (i >= s->nsession_cap) { /* grow (without the room, the key is just not cached) */
+        size_t cap = s->nsession_cap ? s->nsession_cap : 64;
+        while (cap <= i) cap *= 2;
+        fedci_session_slot *grown = sodium_malloc(cap * sizeof *grown);
+        if (grown) {
+            sodium_memzero(grown, cap * sizeof *grown);
+            if (s->sessions) {
+                memcpy(grown, s->sessions, s->nsession_cap * sizeof *grown);
+                sodium_free(s->sessions);
+            }
+            s->sessions = grown;
+            s->nsession_cap = cap;
+        }
+    }
+    if (i < s->nsession_cap) {
+        memcpy(s->sessions[i].pk, pk, FEDC_KEY_PUBLIC_BYTES);
+        memcpy(s->sessions[i].key, out, FEDCI_SESSION_BYTES);
+        s->sessions[i].ok = 1;
+    }
+    pthread_mutex_unlock(&s->lock);
+    return FEDC_OK;
+}
+
 static enum MHD_Result authenticate(fedc_server *s, req *r, const char *method, const char *url)
 {
     const char *hv = NULL;
@@ -461,7 +706,7 @@ static enum MHD_Result authenticate(fedc_server *s, req *r, const char *method, 
     }
     if (r->auth.mode == FEDCI_AUTH_MAC) {
         uint8_t session[FEDCI_SESSION_BYTES];
-        if (fedci_session_server(s->kx_pk, s->kx_sk, r->auth.pk, session, &err) != FEDC_OK) {
+        if (session_key(s, id, r->auth.pk, session, &err) != FEDC_OK) {
             snprintf(detail, sizeof detail, "client %d: %s", id, fedc_err_message(&err));
             return auth_fail(r, AUTH_MALFORMED, detail);
         }
@@ -649,8 +894,9 @@ static void on_body(fedc_server *s, req *r, const char *data, size_t n)
             else
                 atomic_fetch_add(&s->stats.results_refused, 1);
             fail_later(r, code, status_reason(code));
-            buf_give(s, r->buf);
-            r->buf = NULL;
+            result_buf_drop(s, r);
+        } else if (s->fold_early && !r->enc) {
+            fold_more(s, r);
         }
         return;
     }
@@ -943,6 +1189,8 @@ static enum MHD_Result answer_result(fedc_server *s, req *r)
     fedc_status st = fedci_vstream_finish(&r->vs, &err);
     const Fedc__V1__ResultHeader *h = (const Fedc__V1__ResultHeader *)r->vs.header;
     int malformed = 0;
+    if (st == FEDC_OK && !r->enc && !r->vs.scan_finite && !r->fold_verified)
+        fedci_vstream_scan_resume(&r->vs); /* the early fold checked part of it: the rest */
     if (st == FEDC_OK && r->enc) {
         /* decode the update the client encoded; any workspace decodes any message, one per
          * request (MHD threads run requests concurrently) */
@@ -969,7 +1217,8 @@ static enum MHD_Result answer_result(fedc_server *s, req *r)
                               s->up_codec, fedc_err_message(&e2));
         }
     } else if (st == FEDC_OK && r->vs.nonfinite_at != UINT64_MAX) {
-        /* found while the chunks were copied (fedci_vstream.scan_finite) */
+        /* found while the chunks were copied (fedci_vstream.scan_finite), or by the early fold's
+         * check and then the scan (fold_more) */
         uint64_t bad = r->vs.nonfinite_at;
         st = fedc_err_set(&err, FEDC_ERR_NONFINITE, "update value %" PRIu64 " is %s", bad,
                           isnan(r->buf[bad]) ? "NaN" : "infinite");
@@ -989,8 +1238,7 @@ static enum MHD_Result answer_result(fedc_server *s, req *r)
                  r->t_round, fedc_err_message(&err));
         atomic_fetch_add(&s->stats.results_refused, 1);
         record_refusal(s, r, fedc_err_message(&err));
-        buf_give(s, r->buf);
-        r->buf = NULL;
+        result_buf_drop(s, r);
         return respond_error(r, code, status_reason(code), 0);
     }
     /* into the aggregate, if the task is still open: late results are refused */
@@ -1019,8 +1267,36 @@ static enum MHD_Result answer_result(fedc_server *s, req *r)
         fedc_err serr;
         double fit_s = isfinite(h->fit_seconds) && h->fit_seconds >= 0 ? h->fit_seconds : 0;
         fedc_dp_client_report rep = {h->dp ? h->dp->unclipped : 1};
+        /* early fold: a result whose every chunk is in the sums already is only recorded by
+         * the strategy's add (fedci_accum_expect_prefolded); any other result in such a run
+         * has its partial fold taken out and is folded whole, under fold_lock like the rest */
+        int pre = 0;
+        if (s->fold_early) {
+            /* r is ours and the round cannot close while it is submitted (s->submitting) */
+            pthread_mutex_lock(&s->fold_lock);
+            pre = r->fold == FOLD_ON && r->folded == s->num_params;
+            if (!pre) fold_undo(s, r);
+            pthread_mutex_unlock(&s->fold_lock);
+            if (pre)
+                fedci_accum_expect_prefolded(s->fold_acc, r->buf, r->fold_w, r->fold_mx);
+            else
+                stripes_lock_all(s); /* the strategy's add folds the whole vector */
+        }
         st = fedc_engine_submit_dp(s->engine, (uint32_t)r->client, &out, h->dp ? &rep : NULL, fit_s,
                                    &serr);
+        if (s->fold_early && !pre) stripes_unlock_all(s);
+        if (pre) {
+            int taken = fedci_accum_prefolded_taken();
+            pthread_mutex_lock(&s->fold_lock);
+            if (taken) { /* recorded: its terms stay */
+                fold_unlink(s, r);
+                r->fold = FOLD_OFF;
+                atomic_fetch_add(&s->stats.folds_early, 1);
+            } else {
+                fold_undo(s, r); /* refused (before or by the strategy's add) */
+            }
+            pthread_mutex_unlock(&s->fold_lock);
+        }
         pthread_mutex_lock(&s->lock);
         s->parts[pos].submitting = 0;
         s->submitting--;
@@ -1046,8 +1322,7 @@ static enum MHD_Result answer_result(fedc_server *s, req *r)
     }
     uint32_t round = s->round;
     pthread_mutex_unlock(&s->lock);
-    buf_give(s, r->buf);
-    r->buf = NULL;
+    result_buf_drop(s, r);
     if (code == 409) {
         fedc_log(FEDC_LOG_INFO, "server", "client %d: late result for round %u refused (round %u)",
                  r->client, r->t_round, round);
@@ -1203,6 +1478,13 @@ static enum MHD_Result answer_metrics(fedc_server *s, req *r)
          (unsigned long long)atomic_load(&st->results_refused),
          (unsigned long long)atomic_load(&st->results_late));
     prom(&b,
+         "# HELP fedc_early_folds_total Results folded chunk by chunk as they arrived: accepted "
+         "that way, or taken out of the sums again.\n# TYPE fedc_early_folds_total counter\n"
+         "fedc_early_folds_total{outcome=\"accepted\"} %llu\n"
+         "fedc_early_folds_total{outcome=\"undone\"} %llu\n",
+         (unsigned long long)atomic_load(&st->folds_early),
+         (unsigned long long)atomic_load(&st->folds_undone));
+    prom(&b,
          "# HELP fedc_bytes_received_total Request body bytes.\n# TYPE fedc_bytes_received_total "
          "counter\n"
          "fedc_bytes_received_total %llu\n",
@@ -1260,10 +1542,7 @@ static enum MHD_Result on_complete(fedc_server *s, req *r)
             match = sodium_memcmp(h, r->auth.body_hash, sizeof h) == 0;
         }
         if (!match) {
-            if (r->buf) {
-                buf_give(s, r->buf);
-                r->buf = NULL;
-            }
+            if (r->buf) result_buf_drop(s, r);
             char d[96];
             snprintf(d, sizeof d,
                      "client %d: body does not match its signed %s (%" PRIu64 " bytes)", r->client,
@@ -1323,7 +1602,7 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **req_cls,
     req *r = *req_cls;
     if (!r) return;
     if (r->wait_buf) buf_unqueue(s, r);
-    if (r->buf) buf_give(s, r->buf);
+    if (r->buf) result_buf_drop(s, r);
     if (r->vs_ready) fedci_vstream_fini(&r->vs);
     fedci_mac_free(&r->mac); /* a body refused before its MAC was finalised */
     fedc_free(r->enc);
@@ -1609,17 +1888,100 @@ static fedc_status parse_listen(const char *listen, struct sockaddr_storage *ss,
     return FEDC_OK;
 }
 
+/*
+ * Accepting: our own thread accepts and hands each connection to libmicrohttpd
+ * (MHD_add_connection), which gives it to a worker thread chosen by the socket number: new
+ * connections spread over the workers. libmicrohttpd's own accept loop lets whichever worker
+ * wakes first take a whole burst, so that clients that connected together (a round's cohort,
+ * keeping their connections alive) were all served, and their uploads received, copied, MACed
+ * and folded, by one thread while the others idled.
+ */
+static void *accept_main(void *arg)
+{
+    fedc_server *s = arg;
+    unsigned limit = (unsigned)fedc_config_int(s->cfg, "server.max_connections");
+    struct pollfd p[2] = {{s->listen_fd, POLLIN, 0}, {s->accept_wake[0], POLLIN, 0}};
+    for (;;) {
+        /* at the connection limit, new connections wait in the listen backlog (as with
+         * libmicrohttpd's own accepting), not accepted and closed at once */
+        const union MHD_DaemonInfo *di =
+            MHD_get_daemon_info(s->mhd, MHD_DAEMON_INFO_CURRENT_CONNECTIONS);
+        int full = di && di->num_connections >= limit;
+        if (poll(full ? &p[1] : p, full ? 1 : 2, full ? 50 : -1) < 0) {
+            if (errno == EINTR) continue;
+            break;
+        }
+        if (p[1].revents) break; /* stopping */
+        if (full) continue;
+        if (!(p[0].revents & POLLIN)) { /* an error on the listening socket: do not spin */
+            if (p[0].revents) poll(&p[1], 1, 100);
+            continue;
+        }
+        for (;;) {
+            di = MHD_get_daemon_info(s->mhd, MHD_DAEMON_INFO_CURRENT_CONNECTIONS);
+            if (di && di->num_connections >= limit) break;
+            struct sockaddr_storage peer;
+            socklen_t plen = sizeof peer;
+            int fd = accept(s->listen_fd, (struct sockaddr *)&peer, &plen);
+            if (fd < 0) {
+                if (errno == EINTR || errno == ECONNABORTED) continue;
+                if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
+                    fedc_log(FEDC_LOG_WARN, "server", "accept: %s; retrying in 100 ms",
+                             strerror(errno));
+                    poll(&p[1], 1, 100);
+                }
+                break; /* EAGAIN: all taken */
+            }
+            fcntl(fd, F_SETFD, FD_CLOEXEC);
+            fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
+            /* closes fd itself when it cannot take it (connection limit, memory) */
+            MHD_add_connection(s->mhd, fd, (struct sockaddr *)&peer, plen);
+        }
+    }
+    return NULL;
+}
+
+/* Binds and listens on the address (port 0: any). */
+static fedc_status listen_on(fedc_server *s, const struct sockaddr_storage *ss, socklen_t slen,
+                             int v6, fedc_err *err)
+{
+    int fd = socket(ss->ss_family, SOCK_STREAM, 0);
+    int one = 1;
+    if (fd >= 0) {
+        fcntl(fd, F_SETFD, FD_CLOEXEC);
+        fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
+        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+        if (v6) setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
+    }
+    if (fd < 0 || bind(fd, (const struct sockaddr *)ss, slen) != 0 || listen(fd, 511) != 0) {
+        int e = errno;
+        if (fd >= 0) close(fd);
+        return fedc_err_set(err, FEDC_ERR_NETWORK, "cannot listen on %s: %s", s->opts.listen,
+                            strerror(e));
+    }
+    struct sockaddr_storage bound;
+    socklen_t blen = sizeof bound;
+    if (getsockname(fd, (struct sockaddr *)&bound, &blen) == 0)
+        s->port = ntohs(bound.ss_family == AF_INET6
+                            ? ((struct sockaddr_in6 *)&bound)->sin6_port
+                            : ((struct sockaddr_in *)&bound)->sin_port);
+    s->listen_fd = fd;
+    return FEDC_OK;
+}
+
 fedc_status fedci_server_http_start(fedc_server *s, fedc_err *err)
 {
     struct sockaddr_storage ss;
     socklen_t slen = 0;
     int v6 = 0;
     uint16_t port = 0;
+    s->listen_fd = s->accept_wake[0] = s->accept_wake[1] = -1;
     FEDC_TRY(parse_listen(s->opts.listen, &ss, &slen, &v6, &port, err));
     s->free_bufs = fedc_calloc(s->max_uploads, sizeof *s->free_bufs);
     if (!s->free_bufs) return fedc_err_set(err, FEDC_ERR_NOMEM, "out of memory");
+    s->fold_early = fold_eligible(s);
     unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME |
-                     MHD_USE_ERROR_LOG;
+                     MHD_USE_ERROR_LOG | MHD_USE_NO_LISTEN_SOCKET | MHD_USE_ITC;
     if (v6) flags |= MHD_USE_IPv6;
     if (s->cert_pem) flags |= MHD_USE_TLS;
     unsigned threads = (unsigned)fedc_config_int(s->cfg, "server.threads");
@@ -1629,24 +1991,42 @@ fedc_status fedci_server_http_start(fedc_server *s, fedc_err *err)
         {MHD_OPTION_END, 0, NULL},
     };
     struct MHD_OptionItem no_opts[] = {{MHD_OPTION_END, 0, NULL}};
+    FEDC_TRY(listen_on(s, &ss, slen, v6, err));
     s->mhd = MHD_start_daemon(
-        flags, port, NULL, NULL, on_request, s, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss,
-        MHD_OPTION_THREAD_POOL_SIZE, threads, MHD_OPTION_CONNECTION_LIMIT,
+        flags, 0, NULL, NULL, on_request, s, MHD_OPTION_THREAD_POOL_SIZE, threads,
+        MHD_OPTION_CONNECTION_LIMIT,
         (unsigned)fedc_config_int(s->cfg, "server.max_connections"), MHD_OPTION_CONNECTION_TIMEOUT,
         (unsigned)fedc_config_int(s->cfg, "server.connection_timeout"),
         MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)(256 * 1024), MHD_OPTION_NOTIFY_COMPLETED,
         on_completed, s, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, s, MHD_OPTION_ARRAY,
         s->cert_pem ? tls_opts : no_opts, MHD_OPTION_END);
     if (!s->mhd)
-        return fedc_err_set(err, FEDC_ERR_NETWORK, "cannot listen on %s%s", s->opts.listen,
+        return fedc_err_set(err, FEDC_ERR_NETWORK, "cannot serve on %s%s", s->opts.listen,
                             s->cert_pem ? " (or the TLS certificate/key were refused)" : "");
-    const union MHD_DaemonInfo *di = MHD_get_daemon_info(s->mhd, MHD_DAEMON_INFO_BIND_PORT);
-    s->port = di ? di->port : port;
+    (void)port;
+    if (pipe(s->accept_wake) != 0 || fcntl(s->accept_wake[0], F_SETFD, FD_CLOEXEC) != 0 ||
+        fcntl(s->accept_wake[1], F_SETFD, FD_CLOEXEC) != 0 ||
+        pthread_create(&s->acceptor, NULL, accept_main, s) != 0)
+        return fedc_err_set(err, FEDC_ERR_NETWORK, "cannot start the accepting thread: %s",
+                            strerror(errno));
+    s->acceptor_running = 1;
     return FEDC_OK;
 }
 
 void fedci_server_http_stop(fedc_server *s)
 {
+    if (s->acceptor_running) { /* no new connections */
+        char b = 1;
+        if (write(s->accept_wake[1], &b, 1) != 1) { /* a pipe with room: cannot fail */
+        }
+        pthread_join(s->acceptor, NULL);
+        s->acceptor_running = 0;
+    }
+    for (int i = 0; i < 2; i++)
+        if (s->accept_wake[i] >= 0) close(s->accept_wake[i]);
+    s->accept_wake[0] = s->accept_wake[1] = -1;
+    if (s->listen_fd >= 0) close(s->listen_fd);
+    s->listen_fd = -1;
     if (s->mhd) {
         pthread_mutex_lock(&s->lock);
         s->stop = 1;

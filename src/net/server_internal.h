@@ -18,6 +18,11 @@
 
 enum { PHASE_IDLE = 0, PHASE_FIT = 1, PHASE_DONE = 2 };
 
+/* Early folds (fedc_server.fold_early): stripe locks over the sums, each FEDCI_FOLD_GROUP
+ * floats (8 accumulator blocks) under lock (group index % FEDCI_FOLD_STRIPES). */
+#define FEDCI_FOLD_STRIPES 64
+#define FEDCI_FOLD_GROUP 8192
+
 /* The state of a selected client's task in the open round. */
 enum {
     TASK_SELECTED = 0, /* selected, not yet handed out */
@@ -25,6 +30,13 @@ enum {
     TASK_ACCEPTED = 2, /* its result is in the aggregate */
     TASK_REFUSED = 3   /* its last result was refused (it may send another) */
 };
+
+/* A cached session key (sign.h: fedci_session_server) of the client with a given id. */
+typedef struct fedci_session_slot {
+    uint8_t pk[FEDC_KEY_PUBLIC_BYTES]; /* the key it was derived for */
+    uint8_t key[FEDCI_SESSION_BYTES];
+    uint8_t ok;
+} fedci_session_slot;
 
 typedef struct allow_entry {
     uint8_t pk[FEDC_KEY_PUBLIC_BYTES];
@@ -93,6 +105,9 @@ typedef struct server_stats {
     atomic_ullong bytes_in, bytes_out;
     atomic_ullong rounds_aborted;
     atomic_uint uploads_active;
+    /* early folds: results folded chunk by chunk as they arrived and accepted that way, and
+     * results whose folded chunks were taken out again (refused, late, or cut off) */
+    atomic_ullong folds_early, folds_undone;
 } server_stats;
 
 struct fedc_server {
@@ -105,6 +120,11 @@ struct fedc_server {
     fedc_server_opts opts;
     struct MHD_Daemon *mhd;
     uint16_t port;
+    /* the listening socket, accepted on by our own thread (server_http.c: libmicrohttpd's own
+     * accept loop hands a burst of new connections to one worker thread) */
+    int listen_fd, accept_wake[2];
+    pthread_t acceptor;
+    int acceptor_running;
     char *cert_pem, *key_pem;
 
     /* limits and policy (from cfg) */
@@ -180,6 +200,29 @@ struct fedc_server {
      * sodium_malloc memory */
     uint8_t kx_pk[FEDCI_KX_BYTES];
     uint8_t *kx_sk;
+    /* session keys (sign.h) per client id, computed at a client's first MAC-mode request:
+     * sodium_malloc memory, nsession_cap entries; lock */
+    struct fedci_session_slot *sessions;
+    size_t nsession_cap;
+    /* early folds (server.fold_early; server_http.c): float32 results folded into the
+     * strategy's exact sums (fold_acc) chunk by chunk as they arrive, while in cache; a result
+     * that is then refused, or still arriving when its round closes, is taken out again
+     * exactly. fold_lock guards the fold state (fold_open/round/attempt, the folding list,
+     * each result's fold fields), held briefly; the sums are guarded by stripe locks, one per
+     * FEDCI_FOLD_GROUP floats (modulo FEDCI_FOLD_STRIPES), so that uploads fold different
+     * parts of the vector at once and no lock is held over a long fold; a whole-vector fold
+     * (a result submitted without its early fold) holds them all, while a result folded early
+     * is only recorded (the trailer, under the engine's lock). Lock order: s->lock,
+     * fold_lock, the stripes in ascending order, the engine's. */
+    int fold_early;
+    pthread_mutex_t fold_lock;
+    pthread_cond_t fold_cond; /* a result's piece was folded (fold_busy cleared) */
+    pthread_mutex_t fold_stripes[FEDCI_FOLD_STRIPES];
+    struct fedc_accum *fold_acc;
+    uint64_t fold_max_weight;
+    int fold_open;
+    uint32_t fold_round, fold_attempt;
+    struct req *folding;
     server_stats stats;
     volatile sig_atomic_t stop;
     /* SecAgg+ rounds (server_secagg.c); NULL when secagg.enabled is false. Its round state is
@@ -207,6 +250,11 @@ void fedci_task_id(const fedc_server *s, uint32_t round, uint32_t attempt, uint3
                    char *buf, size_t size);
 int fedci_task_id_parse(const fedc_server *s, const char *id, uint32_t *round, uint32_t *attempt,
                         uint32_t *client);
+/* Early folds: the round the driver just opened (its sums zeroed by the engine) takes early
+ * folds; closing takes out the folded chunks of every result still arriving and takes no more
+ * (before fedc_engine_round_end, once no result is being submitted). s->lock held. */
+void fedci_server_fold_open(fedc_server *s, uint32_t round, uint32_t attempt);
+void fedci_server_fold_close(fedc_server *s);
 /* Sorts the allow-list for lookups by key (lock held, or before the HTTP side starts). */
 void fedci_server_sort_allow(fedc_server *s);
 /* Position of client in the open round's selection, or -1. Lock held. */

@@ -318,13 +318,20 @@ static fedc_status chunk_check(const fedci_vstream *vs, uint64_t at, uint64_t of
 /* scan_finite: the floats completed since the last scan (while they are in cache). */
 static void scan_new(fedci_vstream *vs)
 {
+    if (!vs->scan_finite) return; /* scanned stays: fedci_vstream_scan_resume starts there */
     uint64_t end = vs->filled & ~(uint64_t)3;
-    if (vs->scan_finite && vs->unit == 4 && vs->nonfinite_at == UINT64_MAX && end > vs->scanned) {
+    if (vs->unit == 4 && vs->nonfinite_at == UINT64_MAX && end > vs->scanned) {
         ptrdiff_t bad = fedc_vec_find_nonfinite((size_t)(end - vs->scanned) / 4,
                                                 (const float *)(vs->dest + vs->scanned));
         if (bad >= 0) vs->nonfinite_at = vs->scanned / 4 + (uint64_t)bad;
     }
     if (end > vs->scanned) vs->scanned = end;
+}
+
+void fedci_vstream_scan_resume(fedci_vstream *vs)
+{
+    vs->scan_finite = 1;
+    scan_new(vs);
 }
 
 static fedc_status vs_frame(void *user, const uint8_t *msg, size_t len, uint64_t at, fedc_err *err)

@@ -111,7 +111,10 @@ typedef struct fedci_vstream {
     void *user;
     /* set scan_finite after init to have each chunk checked for NaN/Inf as it is copied (while
      * it is in cache): nonfinite_at is then the index of the first non-finite float, or
-     * UINT64_MAX (the stream is not refused for it: the caller decides) */
+     * UINT64_MAX (the stream is not refused for it: the caller decides). A caller that checks
+     * the floats itself may turn it off while the stream runs, raise `scanned` (bytes of dest
+     * known to be finite, from 0) over what it checked, and turn it on again with
+     * fedci_vstream_scan_resume, which scans what came since. */
     int scan_finite;
     uint64_t nonfinite_at, scanned;
     /* 4: a float32 vector (chunks carry multiples of 4 bytes); the header callback may set 1:
@@ -125,6 +128,8 @@ void fedci_vstream_init(fedci_vstream *vs, fedci_vs_kind kind, size_t max_header
                         uint32_t max_chunk, fedci_header_fn on_header, void *user);
 void fedci_vstream_fini(fedci_vstream *vs);
 fedc_status fedci_vstream_feed(fedci_vstream *vs, const uint8_t *data, size_t n, fedc_err *err);
+/* scan_finite on again: scans the floats received since `scanned` (see fedci_vstream). */
+void fedci_vstream_scan_resume(fedci_vstream *vs);
 /* At the end of the body: the header came, the vector is complete, no partial frame. */
 fedc_status fedci_vstream_finish(fedci_vstream *vs, fedc_err *err);
 
