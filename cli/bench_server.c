@@ -6,9 +6,11 @@
  *   process holding the `cnn` model (6.65 MB of float32). Each round's "training" ends for all
  *   clients together (a barrier, once every client has its task and the model), so that the
  *   uploads run alone: from then to the last accepted result is the upload phase, and
- *   throughput is the update bytes over those phases. Against it, in the same run: a plain HTTP POST of the same bytes,
- *   K at a time, to a libmicrohttpd server that only counts them (no signing, no protobuf, no
- *   validation, no aggregation).
+ *   throughput is the update bytes over those phases. Against it, in the same run: plain HTTP
+ *   POSTs of the same bytes, K at a time, each sender from its own copy (as each client sends
+ *   its own update buffer), to a libmicrohttpd server that only counts them (no signing, no
+ *   protobuf, no validation, no aggregation); and the same from one buffer shared by all K
+ *   senders (which stays in cache for all of them; reported as plain_shared).
  * - Round latency added by the protocol: the rounds' wall time with clients that do not train
  *   (check-in, model download, upload, validation, aggregation, checkpoint, commit, publish).
  * - Server memory: its peak RSS in the upload test, and its RSS with N clients connected and
@@ -86,6 +88,9 @@ static fedc_status d_fit(const void *shared, void *worker, const fedc_fit_ins *i
     (void)err;
     dummy *d = (dummy *)shared;
     while (d->release && !*d->release) usleep(20000);
+    /* the "training" (writing the update) is done before the barrier: after it, only the
+     * uploads run (each client's 6.65 MB copy used to overlap the other clients' uploads) */
+    fedc_vec_copy(ins->num_params, d->update, out->update);
     if (d->barrier > 0) {
         pthread_mutex_lock(&d->lock);
         if (ins->round != d->round) {
@@ -100,7 +105,6 @@ static fedc_status d_fit(const void *shared, void *worker, const fedc_fit_ins *i
             if (pthread_cond_timedwait(&d->cond, &d->lock, &until) != 0) break;
         pthread_mutex_unlock(&d->lock);
     }
-    fedc_vec_copy(ins->num_params, d->update, out->update);
     out->num_examples = 100;
     out->train_loss = 0.5;
     out->steps = 1;
@@ -187,6 +191,19 @@ static int child_main(const char *dir)
     snprintf(path, sizeof path, "%s/run.ini", dir);
     fedc_config *cfg = cli_load_config("bench", path, NULL, 0);
     if (!cfg) return 1;
+    /* --set KEY=VALUE of the bench command, one per line */
+    snprintf(path, sizeof path, "%s/sets.txt", dir);
+    FILE *sf = fopen(path, "r");
+    char line[1024];
+    while (sf && fgets(line, sizeof line, sf)) {
+        line[strcspn(line, "\n")] = '\0';
+        if (line[0] && fedc_config_set(cfg, line, "--set") != FEDC_OK) {
+            fprintf(stderr, "bench server: %s\n", fedc_config_errmsg(cfg));
+            fclose(sf);
+            return 1;
+        }
+    }
+    if (sf) fclose(sf);
     raise_fd_limit();
     signal(SIGPIPE, SIG_IGN);
     dummy d;
@@ -399,10 +416,24 @@ static void *plain_thread(void *p)
  * (returned), and the best single rep (*best; each rep is K uploads at once, like one round of
  * the protocol test). The body is real memory (the update itself), not calloc's shared zero
  * page, which would make the sender's copy into the socket read one cached 4 KB page over and
- * over. */
+ * over. distinct: each sender sends its own copy of it, as each protocol client sends its own
+ * update buffer (K x 6.65 MB, not one buffer that stays in cache for all); 0: one shared
+ * buffer (reported too, as plain_shared). Returns -1 when out of memory. */
 static double plain_transfer(int K, int reps, const void *body, size_t len, int threads,
-                             double *best)
+                             int distinct, double *best)
 {
+    void **own = NULL;
+    if (distinct) {
+        if (!(own = calloc((size_t)K, sizeof *own))) return -1;
+        for (int i = 0; i < K; i++) {
+            if (!(own[i] = malloc(len))) {
+                for (int j = 0; j < i; j++) free(own[j]);
+                free(own);
+                return -1;
+            }
+            memcpy(own[i], body, len);
+        }
+    }
     plain_srv ps = {0, PTHREAD_MUTEX_INITIALIZER};
     struct MHD_Daemon *d =
         MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL, 0, NULL, NULL,
@@ -422,7 +453,7 @@ static double plain_transfer(int K, int reps, const void *body, size_t len, int 
         pthread_mutex_unlock(&ps.lock);
         double t0 = cli_now();
         for (int i = 0; i < K; i++) {
-            jobs[i] = (plain_job){url, body, len, 1, 0};
+            jobs[i] = (plain_job){url, own ? own[i] : body, len, 1, 0};
             pthread_create(&tid[i], NULL, plain_thread, &jobs[i]);
         }
         for (int i = 0; i < K; i++) pthread_join(tid[i], NULL);
@@ -436,12 +467,15 @@ static double plain_transfer(int K, int reps, const void *body, size_t len, int 
     MHD_stop_daemon(d);
     free(jobs);
     free(tid);
+    for (int i = 0; own && i < K; i++) free(own[i]);
+    free(own);
     return (double)ps.bytes / dt / 1e6;
 }
 
 /* ---- the cases ---- */
 
-static int write_files(const char *dir, const char *ini, fedc_key **keys, int nkeys)
+static int write_files(const char *dir, const char *ini, fedc_key **keys, int nkeys,
+                       char **sets, int nsets)
 {
     char path[4096];
     if (mkdir(dir, 0700) != 0 && errno != EEXIST) return -1;
@@ -449,6 +483,11 @@ static int write_files(const char *dir, const char *ini, fedc_key **keys, int nk
     FILE *f = fopen(path, "w");
     if (!f) return -1;
     fputs(ini, f);
+    fclose(f);
+    snprintf(path, sizeof path, "%s/sets.txt", dir);
+    f = fopen(path, "w");
+    if (!f) return -1;
+    for (int i = 0; i < nsets; i++) fprintf(f, "%s\n", sets[i]);
     fclose(f);
     snprintf(path, sizeof path, "%s/allow.txt", dir);
     f = fopen(path, "w");
@@ -492,12 +531,14 @@ int bench_server(int argc, char **argv)
         {"idle", required_argument, NULL, 'i'},
         {"uploads", required_argument, NULL, 'u'},
         {"child-server", required_argument, NULL, 'C'},
+        {"set", required_argument, NULL, 's'},
         {NULL, 0, NULL, 0},
     };
-    int json = 0, K = 16, R = 5, N = 1000, M = 8, c;
+    int json = 0, K = 16, R = 5, N = 1000, M = 8, c, nsets = 0;
+    char *sets[16];
     optind = 1;
     opterr = 0;
-    while ((c = getopt_long(argc, argv, "jk:r:i:u:C:", opts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "jk:r:i:u:C:s:", opts, NULL)) != -1) {
         switch (c) {
         case 'j': json = 1; break;
         case 'k': K = atoi(optarg); break;
@@ -505,6 +546,11 @@ int bench_server(int argc, char **argv)
         case 'i': N = atoi(optarg); break;
         case 'u': M = atoi(optarg); break;
         case 'C': return child_main(optarg);
+        case 's':
+            if (nsets == 16 || !strchr(optarg, '='))
+                return cli_usage_error("bench", "server: --set KEY=VALUE, at most 16");
+            sets[nsets++] = optarg;
+            break;
         default: return cli_usage_error("bench", "server: unknown option '%s'", argv[optind - 1]);
         }
     }
@@ -542,7 +588,7 @@ int bench_server(int argc, char **argv)
              "[round]\ndeadline = 600\n[server]\nmax_uploads = %d\nlinger = 1\n"
              "keep_checkpoints = 2\n",
              R, K, K, K, M);
-    if (write_files(dir1, ini, keys, K) != 0)
+    if (write_files(dir1, ini, keys, K, sets, nsets) != 0)
         return cli_fail("bench", "server: cannot write %s", dir1);
     int port = 0;
     pid_t child = spawn_child(dir1, &port);
@@ -555,7 +601,11 @@ int bench_server(int argc, char **argv)
     for (int i = 0; i < started; i++) pthread_join(tid[i], NULL);
     double total = cli_now() - t0;
     int status = 0;
-    waitpid(child, &status, 0);
+    struct rusage ru;
+    memset(&ru, 0, sizeof ru);
+    wait4(child, &status, 0, &ru); /* the server's CPU time over the whole upload test */
+    double server_cpu = (double)ru.ru_utime.tv_sec + 1e-6 * (double)ru.ru_utime.tv_usec +
+                        (double)ru.ru_stime.tv_sec + 1e-6 * (double)ru.ru_stime.tv_usec;
     long hwm1 = -1, rss1 = -1;
     char path[4300];
     snprintf(path, sizeof path, "%s/stats", dir1);
@@ -567,6 +617,7 @@ int bench_server(int argc, char **argv)
     /* per round: first end of training to last acceptance */
     double spans = 0, bytes = 0, best_upload_mbs = 0;
     int accepted = 0, ok = started == K;
+    json_t *per_round = json ? json_array() : NULL;
     for (int r = 1; r <= R; r++) {
         double lo = INFINITY, hi = 0, round_bytes = 0;
         for (int i = 0; i < K; i++)
@@ -578,6 +629,9 @@ int bench_server(int argc, char **argv)
                     accepted++;
                 }
         bytes += round_bytes;
+        if (per_round)
+            json_array_append_new(per_round,
+                                  json_real(hi > lo ? round_bytes / (hi - lo) / 1e6 : 0));
         if (hi > lo) {
             spans += hi - lo;
             if (round_bytes / (hi - lo) / 1e6 > best_upload_mbs)
@@ -605,7 +659,7 @@ int bench_server(int argc, char **argv)
                  "per_round = 1\nmin = 1\n[model]\nspec = cnn\n[eval]\nevery = 0\n"
                  "[round]\ndeadline = 3600\n[server]\nmax_connections = %d\nlong_poll = 120\n",
                  N + 1, N + 100);
-        if (write_files(dir2, ini, keys, N + 1) != 0)
+        if (write_files(dir2, ini, keys, N + 1, sets, nsets) != 0)
             return cli_fail("bench", "server: cannot write %s", dir2);
         snprintf(path, sizeof path, "%s/serve_on", dir2);
         f = fopen(path, "w");
@@ -636,10 +690,11 @@ int bench_server(int argc, char **argv)
     }
 
     /* 3. the plain transfer, same size and concurrency */
-    double best_plain_mbs = 0;
-    double plain_mbs = plain_transfer(K, R, d.update, P * 4,
-                                      (int)fedc_config_int(ccfg, "server.threads"),
-                                      &best_plain_mbs);
+    double best_plain_mbs = 0, best_shared_mbs = 0;
+    const int sthreads = (int)fedc_config_int(ccfg, "server.threads");
+    double plain_mbs = plain_transfer(K, R, d.update, P * 4, sthreads, 1, &best_plain_mbs);
+    double shared_mbs = plain_transfer(K, R, d.update, P * 4, sthreads, 0, &best_shared_mbs);
+    if (plain_mbs < 0 || shared_mbs < 0) ok = 0;
 
     if (json) {
         json_t *o = json_object();
@@ -651,6 +706,7 @@ int bench_server(int argc, char **argv)
         json_object_set_new(o, "max_uploads", json_integer(M));
         json_object_set_new(o, "results_accepted", json_integer(accepted));
         json_object_set_new(o, "upload_mb_per_s", json_real(upload_mbs));
+        json_object_set_new(o, "upload_mb_per_s_by_round", per_round);
         json_object_set_new(o, "plain_mb_per_s", json_real(plain_mbs));
         json_object_set_new(o, "upload_vs_plain",
                             json_real(plain_mbs > 0 ? upload_mbs / plain_mbs : 0));
@@ -659,7 +715,13 @@ int bench_server(int argc, char **argv)
         json_object_set_new(o, "best_plain_mb_per_s", json_real(best_plain_mbs));
         json_object_set_new(o, "best_upload_vs_plain",
                             json_real(best_plain_mbs > 0 ? best_upload_mbs / best_plain_mbs : 0));
+        /* the same plain POSTs all from one buffer, which stays in cache for every sender */
+        json_object_set_new(o, "plain_shared_mb_per_s", json_real(shared_mbs));
+        json_object_set_new(o, "upload_vs_plain_shared",
+                            json_real(shared_mbs > 0 ? upload_mbs / shared_mbs : 0));
         json_object_set_new(o, "round_seconds", json_real(round_s));
+        json_object_set_new(o, "server_cpu_ms_per_result",
+                            json_real(accepted > 0 ? 1e3 * server_cpu / accepted : 0));
         json_object_set_new(o, "server_peak_mb", json_real(hwm1 / 1e3));
         json_object_set_new(o, "idle_clients", json_integer(N));
         json_object_set_new(o, "idle_held", json_integer(held));
@@ -676,12 +738,14 @@ int bench_server(int argc, char **argv)
         "  uploads     %d clients x %d rounds, %d result buffers: %d results accepted\n"
         "              %.0f MB/s through the protocol vs %.0f MB/s plain HTTP POST (%.0f%%)\n"
         "              best round %.0f MB/s vs best plain round %.0f MB/s (%.0f%%)\n"
+        "              (plain POSTs all sent from one shared buffer: %.0f MB/s, %.0f%%)\n"
         "  rounds      %.3f s per round with clients that do not train (check-in, download and\n"
         "              verify, upload, validate, aggregate, checkpoint, commit, publish)\n"
         "  memory      server peak %.0f MB in the upload test (%.1f models)\n",
         model_mb, K, R, M, accepted, upload_mbs, plain_mbs,
         plain_mbs > 0 ? 100 * upload_mbs / plain_mbs : 0, best_upload_mbs, best_plain_mbs,
-        best_plain_mbs > 0 ? 100 * best_upload_mbs / best_plain_mbs : 0, round_s, hwm1 / 1e3,
+        best_plain_mbs > 0 ? 100 * best_upload_mbs / best_plain_mbs : 0, shared_mbs,
+        shared_mbs > 0 ? 100 * upload_mbs / shared_mbs : 0, round_s, hwm1 / 1e3,
         hwm1 * 1e3 / ((double)P * 4));
     if (N > 0)
         fprintf(
