@@ -196,8 +196,10 @@ double fedc_vec_norm2(size_t n, const float *x)
 }
 
 /* The scan runs on every update received and every fused SGD block: AVX-512 and AVX2 versions
- * next to the baseline one, picked at load time (GCC function multiversioning, glibc ifunc). */
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__GLIBC__)
+ * next to the baseline one, picked at load time (GCC function multiversioning, glibc ifunc;
+ * not under ThreadSanitizer, whose instrumented resolvers crash at load). */
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__GLIBC__) &&   \
+    !defined(__SANITIZE_THREAD__)
 __attribute__((target_clones("avx512f", "avx2", "default")))
 #endif
 ptrdiff_t fedc_vec_find_nonfinite(size_t n, const float *x)

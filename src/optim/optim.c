@@ -21,8 +21,10 @@
 #endif
 
 /* Hot loops get an AVX-512 and an AVX2 version next to the baseline one, picked at load time
- * (GCC function multiversioning; needs glibc's ifunc). */
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__GLIBC__)
+ * (GCC function multiversioning; needs glibc's ifunc; not under ThreadSanitizer, whose
+ * instrumented ifunc resolvers run before its runtime is set up and crash at load). */
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__GLIBC__) &&   \
+    !defined(__SANITIZE_THREAD__)
 #define OPTIM_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
 #else
 #define OPTIM_CLONES
