@@ -252,12 +252,65 @@ static void test_maxpool_avx512(void **state)
     }
 }
 
+/* The AVX-512 and AVX2 kernels sum every element in the same order: the same bits for the
+ * output, the weight and input gradients and DP-SGD's per-example squared norms (in double),
+ * so a run does not depend on which of the two a host has. At the layer, with several
+ * samples. */
+static void test_isas_same_bits(void **state)
+{
+    (void)state;
+    if (!have_avx512() || !have_avx2()) skip();
+    const int64_t shape[3] = {16, 9, 11};
+    fedc_model *m = tu_model("conv(48,5,same) flatten", shape, 3, 0);
+    const fedci_layer *L = &m->layers[0];
+    const fedci_layer_ops *ops = fedci_layer_ops_get(FEDCI_CONV);
+    enum { B = 3 };
+    const size_t P = fedc_model_param_count(m), nx = B * L->in_n, ny = B * L->out_n;
+    float *w = malloc(P * sizeof *w), *x = malloc(nx * sizeof *x), *dy = malloc(ny * sizeof *dy);
+    float *y[2], *dx[2], *dP[2];
+    double sq[2][B];
+    float *scratch = malloc(fedci_layer_scratch(L, B) * sizeof *scratch);
+    assert_true(w && x && dy && scratch);
+    fedc_model_init_params(m, w, 3);
+    fedc_rng rng;
+    fedc_rng_init(&rng, 2, 0, 0, FEDC_RNG_DATA);
+    for (size_t i = 0; i < nx; i++) x[i] = (float)fedc_rng_normal(&rng);
+    for (size_t i = 0; i < ny; i++) dy[i] = (float)fedc_rng_normal(&rng);
+    for (int v = 0; v < 2; v++) {
+        y[v] = malloc(ny * sizeof(float));
+        dx[v] = malloc(nx * sizeof(float));
+        dP[v] = malloc(P * sizeof(float));
+        assert_true(y[v] && dx[v] && dP[v]);
+        fedci_exec e = {scratch, NULL, 1, NULL, NULL, NULL};
+        fedci_conv_cap_isa(v == 0 ? 3 : 2);
+        ops->forward(L, &e, w, x, y[v], NULL, B);
+        for (int b = 0; b < B; b++) sq[v][b] = 0.0;
+        ops->backward(L, &e, w, x, y[v], NULL, dy, dx[v], dP[v], sq[v], B);
+    }
+    fedci_conv_cap_isa(-1);
+    assert_memory_equal(y[0], y[1], ny * sizeof(float));
+    assert_memory_equal(dx[0], dx[1], nx * sizeof(float));
+    assert_memory_equal(dP[0], dP[1], P * sizeof(float));
+    assert_memory_equal(sq[0], sq[1], sizeof sq[0]);
+    for (int v = 0; v < 2; v++) {
+        free(y[v]);
+        free(dx[v]);
+        free(dP[v]);
+    }
+    free(w);
+    free(x);
+    free(dy);
+    free(scratch);
+    fedc_model_destroy(m);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_direct_shapes),
         cmocka_unit_test(test_direct_not_taken),
         cmocka_unit_test(test_maxpool_avx512),
+        cmocka_unit_test(test_isas_same_bits),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -65,6 +65,8 @@ static fedc_partition *make_partition(const fedc_config *cfg)
 }
 
 typedef struct run_result {
+    fedc_status status; /* wrap mode 4: the run's error */
+    char errmsg[512];
     char sha[65];
     double accuracy;
     fedc_round_record last;
@@ -123,6 +125,9 @@ static fedc_status w_eval(const void *s, void *st, const fedc_eval_ins *ins, fed
                           fedc_err *e)
 {
     const wrap *w = s;
+    if (w->mode == 4 && ins->client == FEDC_CLIENT_SERVER && ins->part == 5)
+        return fedc_err_set(e, FEDC_ERR_INVALID, "test label 99 out of range in slice %u",
+                            ins->part);
     return w->inner->ops->evaluate(w->inner->shared, st, ins, out, e);
 }
 
@@ -154,7 +159,15 @@ static void run_sim(const fedc_config *cfg, int threads, int wrap_mode, run_resu
     fedc_engine *engine = NULL;
     if (fedc_engine_create(cfg, &wrapped, &engine, &err) != FEDC_OK) fail_msg("%s", err.msg);
     fedc_sim_opts opts = {threads, collect, res};
-    if (fedc_sim_run(engine, &wrapped, cfg, &opts, &err) != FEDC_OK) fail_msg("%s", err.msg);
+    res->status = fedc_sim_run(engine, &wrapped, cfg, &opts, &err);
+    if (wrap_mode == 4) { /* expected to fail: the caller checks the message */
+        snprintf(res->errmsg, sizeof res->errmsg, "%s", fedc_err_message(&err));
+        fedc_engine_destroy(engine);
+        fedc_trainer_nn_destroy(trainer);
+        fedc_partition_destroy(part);
+        return;
+    }
+    if (res->status != FEDC_OK) fail_msg("%s", err.msg);
     assert_int_equal(fedc_engine_last_round(engine), fedc_config_int(cfg, "run.rounds"));
     assert_int_equal(fedc_vec_find_nonfinite(fedc_engine_num_params(engine),
                                              fedc_engine_global(engine)),
@@ -197,6 +210,13 @@ static void test_learns_and_is_deterministic(void **state)
     assert_string_equal(whole.sha, r1.sha);
     assert_true(whole.last.test_accuracy == r1.last.test_accuracy);
     assert_close(r1.last.test_loss, whole.last.test_loss, 1e-12, 0);
+    /* a slice's failure reaches the caller with the trainer's own message */
+    run_result bad;
+    run_sim(cfg, 2, 4, &bad);
+    assert_int_equal(bad.status, FEDC_ERR_INVALID);
+    if (!strstr(bad.errmsg, "central evaluation: ") ||
+        !strstr(bad.errmsg, "test label 99 out of range in slice 5"))
+        fail_msg("message: %s", bad.errmsg);
     fedc_config_destroy(cfg);
     /* another seed: another model */
     const char *const other[] = {"run.seed=6", NULL};

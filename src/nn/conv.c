@@ -181,7 +181,8 @@ void fedci_conv_cap_isa(int level)
 }
 int fedci_nn_avx512(void)
 {
-    return conv_has_avx512();
+    /* cap 2 stands for an AVX2-only CPU: no AVX-512 loops anywhere in the engine */
+    return conv_has_avx512() && atomic_load_explicit(&conv_cap, memory_order_relaxed) != 2;
 }
 
 /* The direct kernels' instruction set for L (3 AVX-512, 2 AVX2 + FMA), or 0: the CPU's best,

@@ -477,6 +477,14 @@ static void dw_row(const cd_isa *I, const float *x, size_t rs, int cs, const flo
     }
 }
 
+/* The sum of squares below, lanes l of 16-float blocks in a0 (l < 8) and a1 (l >= 8), then
+ * reduced in this fixed tree, by both versions: the same bits on AVX-512 and AVX2 hosts. */
+static double sq_reduce(const double t[8])
+{
+    const double u0 = t[0] + t[4], u1 = t[1] + t[5], u2 = t[2] + t[6], u3 = t[3] + t[7];
+    return (u0 + u2) + (u1 + u3);
+}
+
 /* Adds the squares of g[0..n-1] (in double) and, when sum is not NULL, adds g into sum. */
 CD_TARGET static double sq_add(const float *g, float *sum, size_t n)
 {
@@ -487,11 +495,13 @@ CD_TARGET static double sq_add(const float *g, float *sum, size_t n)
         const __m512d lo = _mm512_cvtps_pd(_mm512_castps512_ps256(v));
         const __m512d hi = _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(
             _mm512_castps_pd(v), 1)));
-        a0 = _mm512_fmadd_pd(lo, lo, a0);
+        a0 = _mm512_fmadd_pd(lo, lo, a0); /* exact products: the same as a0 + lo * lo */
         a1 = _mm512_fmadd_pd(hi, hi, a1);
         if (sum) _mm512_storeu_ps(sum + i, _mm512_add_ps(_mm512_loadu_ps(sum + i), v));
     }
-    double s = _mm512_reduce_add_pd(_mm512_add_pd(a0, a1));
+    double t[8];
+    _mm512_storeu_pd(t, _mm512_add_pd(a0, a1));
+    double s = sq_reduce(t);
     for (; i < n; i++) {
         s += (double)g[i] * g[i];
         if (sum) sum[i] += g[i];
@@ -501,8 +511,17 @@ CD_TARGET static double sq_add(const float *g, float *sum, size_t n)
 
 static double sq_add_plain(const float *g, float *sum, size_t n)
 {
-    double s = 0.0;
-    for (size_t i = 0; i < n; i++) {
+    double a[16] = {0};
+    size_t i = 0;
+    for (; i + 16 <= n; i += 16)
+        for (int l = 0; l < 16; l++) {
+            a[l] += (double)g[i + l] * g[i + l];
+            if (sum) sum[i + l] += g[i + l];
+        }
+    double t[8];
+    for (int l = 0; l < 8; l++) t[l] = a[l] + a[l + 8];
+    double s = sq_reduce(t);
+    for (; i < n; i++) {
         s += (double)g[i] * g[i];
         if (sum) sum[i] += g[i];
     }

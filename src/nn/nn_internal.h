@@ -177,8 +177,8 @@ void fedci_gemm_cap_isa(int level);
  * the CPU's best (the AVX-512 direct kernels where they apply), so that every path can be
  * compared on one machine. */
 void fedci_conv_cap_isa(int level);
-/* 1 when the engine's hand-written AVX-512 loops (conv rows, max pool) may run: the CPU has
- * AVX-512 and fedci_conv_cap_isa did not set 0. */
+/* 1 when the engine's hand-written AVX-512 loops (max pool) may run: the CPU has AVX-512 and
+ * fedci_conv_cap_isa did not set 0 or 2. */
 int fedci_nn_avx512(void);
 /* The direct stride-1 kernels (conv_direct.c). isa: 3 AVX-512, 2 AVX2 + FMA (the caller checks
  * the CPU). fits: the layer's shape is covered (need_dx: also the input gradient). scratch:

@@ -167,6 +167,7 @@ static fedc_status eval_one(fedci_pool *p, fedci_worker *w, size_t j)
     fedc_status st = p->trainer->ops->evaluate(p->trainer->shared, w->state, &ins,
                                                &p->eval_out[at], &eerr);
     p->eval_status[at] = st;
+    if (p->eval_errs) p->eval_errs[at] = eerr;
     if (st == FEDC_ERR_NOMEM || st == FEDC_ERR_INTERNAL) {
         w->err = eerr;
         return st;
@@ -261,6 +262,7 @@ fedc_status fedci_pool_eval_central(fedci_pool *p, fedc_round_record *rec, int f
         uint32_t ids[FEDC_EVAL_PARTS];
         fedc_eval_out outs[FEDC_EVAL_PARTS];
         fedc_status sts[FEDC_EVAL_PARTS];
+        fedc_err errs[FEDC_EVAL_PARTS];
         for (size_t i = 0; i < FEDC_EVAL_PARTS; i++) ids[i] = FEDC_CLIENT_SERVER;
         p->job = JOB_EVAL;
         p->items = ids;
@@ -269,18 +271,24 @@ fedc_status fedci_pool_eval_central(fedci_pool *p, fedc_round_record *rec, int f
         p->eval_pos = NULL;
         p->eval_out = outs;
         p->eval_status = sts;
+        p->eval_errs = errs;
         p->eval_parts = 1;
         st = run_job(p, err);
         p->eval_parts = 0;
+        p->eval_errs = NULL;
         if (st != FEDC_OK) return st;
         size_t bad = 0;
         while (bad < FEDC_EVAL_PARTS && sts[bad] == FEDC_OK) bad++;
         st = bad < FEDC_EVAL_PARTS ? sts[bad] : FEDC_OK;
         if (st == FEDC_OK)
             fedc_eval_combine(outs, FEDC_EVAL_PARTS, &out);
-        else if (st != FEDC_ERR_NOTFOUND)
-            return fedc_err_set(err, st, "central evaluation, slice %zu of %d: %s", bad + 1,
-                                FEDC_EVAL_PARTS, fedc_strerror(st));
+        else if (st != FEDC_ERR_NOTFOUND) { /* the trainer's own message, where it was */
+            if (err) {
+                *err = errs[bad];
+                fedc_err_prefix(err, "central evaluation: ");
+            }
+            return st;
+        }
     } else {
         fedc_eval_ins ins = {rec->round, FEDC_CLIENT_SERVER, fedc_engine_global(p->engine),
                              p->num_params, p->cfg, 0, 0};

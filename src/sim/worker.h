@@ -73,6 +73,7 @@ typedef struct fedci_pool {
     fedc_status *eval_status;
     const size_t *eval_pos;
     int eval_parts;               /* the eval job's items are slices of the central set */
+    fedc_err *eval_errs;          /* when not NULL: each item's error message */
 } fedci_pool;
 
 /* Builds the pool: nworkers workers with their trainer state and buffers, SCAFFOLD's and error
