@@ -33,6 +33,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "fedc/alloc.h"
@@ -337,10 +338,11 @@ static void fold_unlink(fedc_server *s, req *r)
 }
 
 /* Takes r's folded chunks out of the sums (exactly: the same integer terms); r folds no more.
- * Waits for a piece being folded by r's thread to be done. */
+ * Not while r's thread folds a piece (fold_busy): the caller is that thread, or waited (and
+ * then looks r up again: r may be gone by the time it wakes). */
 static void fold_undo(fedc_server *s, req *r)
 {
-    while (r->fold_busy) pthread_cond_wait(&s->fold_cond, &s->fold_lock);
+    assert(!r->fold_busy);
     if (r->fold == FOLD_ON) {
         fold_range_striped(s, r->fold_w, 0, (size_t)r->folded, r->buf, -1, NULL, NULL);
         fold_unlink(s, r);
@@ -392,6 +394,9 @@ static void fold_more(fedc_server *s, req *r)
             r->fold = FOLD_OFF;
         }
     }
+    /* its round is closing (fedci_server_fold_close): out of the sums now, rather than make
+     * the close wait for piece after piece */
+    if (r->fold == FOLD_ON && !s->fold_open) fold_undo(s, r);
     int on = r->fold == FOLD_ON;
     size_t start = (size_t)r->folded;
     double w = r->fold_w, mx = r->fold_mx;
@@ -454,7 +459,13 @@ void fedci_server_fold_close(fedc_server *s)
     if (!s->fold_early) return;
     pthread_mutex_lock(&s->fold_lock);
     s->fold_open = 0;
-    while (s->folding) fold_undo(s, s->folding);
+    for (req *r; (r = s->folding) != NULL;) {
+        if (r->fold_busy) { /* its thread is folding a piece; r may be gone when we wake */
+            pthread_cond_wait(&s->fold_cond, &s->fold_lock);
+            continue;
+        }
+        fold_undo(s, r);
+    }
     pthread_mutex_unlock(&s->fold_lock);
 }
 
@@ -1926,8 +1937,17 @@ static void *accept_main(void *arg)
             if (fd < 0) {
                 if (errno == EINTR || errno == ECONNABORTED) continue;
                 if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
-                    fedc_log(FEDC_LOG_WARN, "server", "accept: %s; retrying in 100 ms",
-                             strerror(errno));
+                    /* out of descriptors or memory: retry every 100 ms, say so every 10 s */
+                    static _Thread_local double last_warn = -1e9;
+                    struct timespec ts;
+                    clock_gettime(CLOCK_MONOTONIC, &ts);
+                    const double now = (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+                    if (now - last_warn >= 10.0) {
+                        fedc_log(FEDC_LOG_WARN, "server",
+                                 "accept: %s; retrying every 100 ms (said every 10 s)",
+                                 strerror(errno));
+                        last_warn = now;
+                    }
                     poll(&p[1], 1, 100);
                 }
                 break; /* EAGAIN: all taken */
