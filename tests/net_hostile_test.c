@@ -89,23 +89,13 @@ static int group_setup(void **state)
         return -1;
     }
     dir = tu_tempdir("hostile");
-    char path[4096], allow[512];
-    fedc_err err;
-    fedc_key **keys[3] = {&key_a, &key_b, &key_c};
-    allow[0] = '\0';
-    for (int i = 0; i < 3; i++) {
-        if (fedc_key_generate(keys[i], &err) != FEDC_OK) return -1;
-        snprintf(path, sizeof path, "%s/k%d.key", dir, i);
-        if (fedc_key_write(*keys[i], path, &err) != FEDC_OK) return -1;
-        char hex[FEDC_KEY_PUBLIC_HEX];
-        fedc_key_public_hex(*keys[i], hex);
-        if (i < 2) {
-            strcat(allow, hex);
-            strcat(allow, i == 0 ? " alice\n" : " bob\n");
-        }
-    }
-    snprintf(path, sizeof path, "%s/allow.txt", dir);
-    write_text(path, allow);
+    char path[4096];
+    fedc_key *keys[3];
+    static const char *const names[] = {"alice", "bob"};
+    if (nt_keys(dir, 3, keys, 2, names, path, sizeof path) != 0) return -1; /* c: unknown */
+    key_a = keys[0];
+    key_b = keys[1];
+    key_c = keys[2];
     snprintf(cfg_path, sizeof cfg_path, "%s/run.ini", dir);
     write_text(cfg_path,
                "[run]\nseed = 9\nrounds = 2\n[clients]\ncount = 2\nper_round = 2\nmin = 2\n"
@@ -120,11 +110,7 @@ static int group_setup(void **state)
 static int group_teardown(void **state)
 {
     (void)state;
-    if (server_pid > 0) {
-        kill(server_pid, SIGKILL);
-        waitpid(server_pid, NULL, 0);
-    }
-    if (server_out) fclose(server_out);
+    nt_server_stop(&server_pid, &server_out);
     fedc_key_destroy(key_a);
     fedc_key_destroy(key_b);
     fedc_key_destroy(key_c);

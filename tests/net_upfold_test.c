@@ -211,20 +211,9 @@ static int group_setup(void **state)
         return -1;
     }
     dir = tu_tempdir("upfold");
-    char path[4096], allow[512] = "";
-    fedc_err err;
-    for (int i = 0; i < NCLIENTS; i++) {
-        if (fedc_key_generate(&keys[i], &err) != FEDC_OK) return -1;
-        snprintf(path, sizeof path, "%s/k%d.key", dir, i);
-        if (fedc_key_write(keys[i], path, &err) != FEDC_OK) return -1;
-        char hex[FEDC_KEY_PUBLIC_HEX];
-        fedc_key_public_hex(keys[i], hex);
-        strcat(allow, hex);
-        strcat(allow, "\n");
-    }
+    char path[4096];
+    if (nt_keys(dir, NCLIENTS, keys, NCLIENTS, NULL, path, sizeof path) != 0) return -1;
     key_a = keys[0];
-    snprintf(path, sizeof path, "%s/allow.txt", dir);
-    tu_write_file(path, allow, strlen(allow));
     snprintf(cfg_path, sizeof cfg_path, "%s/run.ini", dir);
     const char *ini =
         "[run]\nseed = 5\nrounds = 2\n[clients]\ncount = 4\nper_round = 4\nmin = 4\n"
@@ -234,27 +223,14 @@ static int group_setup(void **state)
         "[client]\nretry_initial = 0.05\nretry_max = 0.2\n";
     tu_write_file(cfg_path, ini, strlen(ini));
     if (nt_server_start(fedc_bin, dir, cfg_path, path, &server_pid, &server_out) != 0) return -1;
-    /* the port, for the raw sockets (nt_server_start read it from the first line) */
-    snprintf(path, sizeof path, "%s/server.err", dir);
-    for (int t = 0; t < 100 && port <= 0; t++) {
-        size_t n;
-        char *log = tu_read_file(path, &n);
-        const char *p = log ? strstr(log, "listening http://127.0.0.1:") : NULL;
-        if (p) port = atoi(p + 27);
-        free(log);
-        if (port <= 0) usleep(50000);
-    }
-    return port > 0 ? 0 : -1;
+    port = nt_server_port(); /* for the raw sockets */
+    return 0;
 }
 
 static int group_teardown(void **state)
 {
     (void)state;
-    if (server_pid > 0) {
-        kill(server_pid, SIGKILL);
-        waitpid(server_pid, NULL, 0);
-    }
-    if (server_out) fclose(server_out);
+    nt_server_stop(&server_pid, &server_out);
     for (int i = 0; i < NCLIENTS; i++) fedc_key_destroy(keys[i]);
     tu_rmtree(dir);
     free(dir);

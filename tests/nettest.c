@@ -10,7 +10,9 @@
 #include <poll.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
 #include <sys/socket.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 static int nt_port; /* the port of the server nt_server_start started */
@@ -66,6 +68,54 @@ int nt_server_start(const char *fedc_bin, const char *dir, const char *cfg_path,
         return -1;
     }
     return 0;
+}
+
+int nt_server_port(void)
+{
+    return nt_port;
+}
+
+void nt_server_stop(pid_t *pid, FILE **out)
+{
+    if (*pid > 0) {
+        kill(*pid, SIGKILL);
+        waitpid(*pid, NULL, 0);
+    }
+    *pid = 0;
+    if (*out) fclose(*out);
+    *out = NULL;
+}
+
+int nt_keys(const char *dir, int n, fedc_key **keys, int allowed, const char *const *names,
+            char *allow_path, size_t cap)
+{
+    size_t len = 0, size = 1;
+    char *allow = malloc(size);
+    if (!allow) return -1;
+    allow[0] = '\0';
+    for (int i = 0; i < n; i++) {
+        char path[4096], hex[FEDC_KEY_PUBLIC_HEX], line[FEDC_KEY_PUBLIC_HEX + 80];
+        if (fedc_key_generate(&keys[i], NULL) != FEDC_OK) goto fail;
+        snprintf(path, sizeof path, "%s/k%d.key", dir, i);
+        if (fedc_key_write(keys[i], path, NULL) != FEDC_OK) goto fail;
+        if (i >= allowed) continue;
+        fedc_key_public_hex(keys[i], hex);
+        int m = snprintf(line, sizeof line, "%s%s%s\n", hex, names ? " " : "",
+                         names ? names[i] : "");
+        char *grown = realloc(allow, size + (size_t)m);
+        if (!grown) goto fail;
+        allow = grown;
+        memcpy(allow + len, line, (size_t)m + 1);
+        len += (size_t)m;
+        size += (size_t)m;
+    }
+    snprintf(allow_path, cap, "%s/allow.txt", dir);
+    tu_write_file(allow_path, allow, len);
+    free(allow);
+    return 0;
+fail:
+    free(allow);
+    return -1;
 }
 
 pid_t nt_spawn_client(const char *dir, int i, const char *cfg_path)

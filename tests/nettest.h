@@ -30,6 +30,15 @@ void nt_resp_free(nt_resp *r);
  * the port it listens on. Returns 0, or -1 (with a message on stderr) if it did not start. */
 int nt_server_start(const char *fedc_bin, const char *dir, const char *cfg_path,
                     const char *allow_path, pid_t *pid, FILE **out);
+/* The port of the server nt_server_start started (for tests that open raw sockets). */
+int nt_server_port(void);
+/* Kills the server (SIGKILL, waited for) and closes its output; *pid and *out are reset. */
+void nt_server_stop(pid_t *pid, FILE **out);
+/* n new client keys, written to dir/k<i>.key, the first `allowed` of them on the allow-list
+ * dir/allow.txt (with names[i] after the key when names is not NULL), whose path goes to
+ * allow_path (cap bytes). Returns 0, or -1 when a key cannot be made or written. */
+int nt_keys(const char *dir, int n, fedc_key **keys, int allowed, const char *const *names,
+            char *allow_path, size_t cap);
 /* Starts `fedc client` with key dir/k<i>.key and config cfg_path against the server, output
  * to /dev/null. */
 pid_t nt_spawn_client(const char *dir, int i, const char *cfg_path);

@@ -116,18 +116,8 @@ static int group_setup(void **state)
     (void)state;
     signal(SIGPIPE, SIG_IGN);
     dir = tu_tempdir("secagg-net");
-    char path[4096], allow[512] = "";
-    for (int i = 0; i < 4; i++) {
-        if (fedc_key_generate(&keys[i], NULL) != FEDC_OK) return -1;
-        snprintf(path, sizeof path, "%s/k%d.key", dir, i);
-        if (fedc_key_write(keys[i], path, NULL) != FEDC_OK) return -1;
-        char hex[FEDC_KEY_PUBLIC_HEX];
-        fedc_key_public_hex(keys[i], hex);
-        strcat(allow, hex);
-        strcat(allow, "\n");
-    }
-    snprintf(path, sizeof path, "%s/allow.txt", dir);
-    tu_write_file(path, allow, strlen(allow));
+    char path[4096];
+    if (nt_keys(dir, 4, keys, 4, NULL, path, sizeof path) != 0) return -1;
     snprintf(cfg_path, sizeof cfg_path, "%s/run.ini", dir);
     const char *cfg = "[run]\nseed = 21\nrounds = 1\nlog_level = info\n"
                       "[clients]\ncount = 4\nper_round = 4\nmin = 2\n"
