@@ -488,6 +488,7 @@ void fedci_mac_init_with(fedci_mac_state *st, const uint8_t session[FEDCI_SESSIO
     crypto_generichash(otk, sizeof otk, in, sizeof in, session, FEDCI_SESSION_BYTES);
     st->ossl = NULL;
     st->ossl_failed = 0;
+    st->ncarry = 0;
 #if FEDC_HAVE_LIBCRYPTO
     EVP_MAC *mac = use_openssl ? ossl_mac() : NULL;
     EVP_MAC_CTX *ctx = mac ? EVP_MAC_CTX_new(mac) : NULL;
@@ -511,8 +512,23 @@ void fedci_mac_init(fedci_mac_state *st, const uint8_t session[FEDCI_SESSION_BYT
 void fedci_mac_update(fedci_mac_state *st, const void *data, size_t n)
 {
 #if FEDC_HAVE_LIBCRYPTO
-    if (st->ossl) {
-        if (n && EVP_MAC_update(st->ossl, data, n) != 1) st->ossl_failed = 1;
+    if (st->ossl) { /* the same tag for any split of the message: Poly1305 streams */
+        const size_t feed = sizeof st->carry;
+        const uint8_t *p = data;
+        if (st->ncarry) {
+            const size_t t = feed - st->ncarry < n ? feed - st->ncarry : n;
+            memcpy(st->carry + st->ncarry, p, t);
+            st->ncarry += t;
+            p += t;
+            n -= t;
+            if (st->ncarry < feed) return;
+            if (EVP_MAC_update(st->ossl, st->carry, feed) != 1) st->ossl_failed = 1;
+            st->ncarry = 0;
+        }
+        const size_t full = n / feed * feed;
+        if (full && EVP_MAC_update(st->ossl, p, full) != 1) st->ossl_failed = 1;
+        if (n > full) memcpy(st->carry, p + full, n - full);
+        st->ncarry = n - full;
         return;
     }
 #endif
@@ -524,6 +540,8 @@ void fedci_mac_final(fedci_mac_state *st, uint8_t out[FEDCI_MAC_BYTES])
 #if FEDC_HAVE_LIBCRYPTO
     if (st->ossl) {
         size_t len = 0;
+        if (st->ncarry && EVP_MAC_update(st->ossl, st->carry, st->ncarry) != 1)
+            st->ossl_failed = 1;
         if (EVP_MAC_final(st->ossl, out, &len, FEDCI_MAC_BYTES) != 1 || len != FEDCI_MAC_BYTES ||
             st->ossl_failed)
             randombytes_buf(out, FEDCI_MAC_BYTES); /* cannot happen; never a valid tag */
@@ -543,4 +561,6 @@ void fedci_mac_free(fedci_mac_state *st)
     st->ossl = NULL;
     st->ossl_failed = 0;
     sodium_memzero(&st->sodium, sizeof st->sodium);
+    sodium_memzero(st->carry, sizeof st->carry);
+    st->ncarry = 0;
 }

@@ -102,6 +102,10 @@ typedef struct fedci_mac_state {
     void *ossl; /* EVP_MAC_CTX *, NULL on the libsodium path */
     int ossl_failed; /* an EVP call failed: _final gives a tag that matches nothing */
     crypto_onetimeauth_state sodium;
+    /* OpenSSL path: input is passed on in multiples of 256 bytes (its vector Poly1305 runs a
+     * third slower on the odd-sized pieces a network read delivers); the rest waits here */
+    uint8_t carry[256];
+    size_t ncarry;
 } fedci_mac_state;
 void fedci_mac_init(fedci_mac_state *st, const uint8_t session[FEDCI_SESSION_BYTES],
                     const uint8_t nonce[FEDCI_NONCE_BYTES]);
