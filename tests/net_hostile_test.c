@@ -437,22 +437,6 @@ static void test_bad_results(void **state)
     nt_resp_free(&r);
 }
 
-/* Session mode (protocol revision 2): the Authorization value for (method, path, body) with
- * the body MACed under `session` and signed by k. */
-static void sign_mac(const fedc_key *k, const uint8_t session[FEDCI_SESSION_BYTES],
-                     const char *method, const char *path, const void *body, size_t len,
-                     char out[FEDCI_AUTH_MAX])
-{
-    fedci_auth a;
-    fedci_mac_state ms;
-    fedci_auth_begin(k, fedci_now_ms(), &a);
-    fedci_mac_init(&ms, session, a.nonce);
-    fedci_mac_update(&ms, body ? body : "", body ? len : 0);
-    fedci_mac_final(&ms, a.mac);
-    fedci_auth_finish_mac(k, method, path, &a);
-    fedci_auth_format(&a, out, FEDCI_AUTH_MAX);
-}
-
 static void test_session_mode(void **state)
 {
     (void)state;
@@ -479,7 +463,7 @@ static void test_session_mode(void **state)
     pack_checkin(&body, 0);
     char auth[FEDCI_AUTH_MAX];
     /* a good session-mode request */
-    sign_mac(key_a, sa, "POST", "/v1/checkin", body.data, body.len, auth);
+    nt_sign_mac(key_a, sa, "POST", "/v1/checkin", body.data, body.len, auth);
     nt_request("POST", "/v1/checkin", body.data, body.len, auth, NULL, &r);
     assert_int_equal(r.status, 200);
     nt_resp_free(&r);
@@ -488,19 +472,19 @@ static void test_session_mode(void **state)
     assert_int_equal(r.status, 401);
     nt_resp_free(&r);
     /* a body other than the one MACed (same length, one bit) */
-    sign_mac(key_a, sa, "POST", "/v1/checkin", body.data, body.len, auth);
+    nt_sign_mac(key_a, sa, "POST", "/v1/checkin", body.data, body.len, auth);
     body.data[body.len - 1] ^= 1;
     nt_request("POST", "/v1/checkin", body.data, body.len, auth, NULL, &r);
     assert_int_equal(r.status, 401);
     nt_resp_free(&r);
     body.data[body.len - 1] ^= 1;
     /* MACed under a stale session (another server run) */
-    sign_mac(key_a, stale, "POST", "/v1/checkin", body.data, body.len, auth);
+    nt_sign_mac(key_a, stale, "POST", "/v1/checkin", body.data, body.len, auth);
     nt_request("POST", "/v1/checkin", body.data, body.len, auth, NULL, &r);
     assert_int_equal(r.status, 401);
     nt_resp_free(&r);
     /* b's session, signed by a (a key cannot borrow another client's MAC key) */
-    sign_mac(key_a, sb, "POST", "/v1/checkin", body.data, body.len, auth);
+    nt_sign_mac(key_a, sb, "POST", "/v1/checkin", body.data, body.len, auth);
     nt_request("POST", "/v1/checkin", body.data, body.len, auth, NULL, &r);
     assert_int_equal(r.status, 401);
     nt_resp_free(&r);
@@ -510,7 +494,7 @@ static void test_session_mode(void **state)
     snprintf(path, sizeof path, "/v1/tasks/%s/result", task_id);
     fedci_buf b = {0};
     pack_result(&b, task_id, task_round, num_params, x, num_params);
-    sign_mac(key_a, sa, "POST", path, b.data, b.len, auth);
+    nt_sign_mac(key_a, sa, "POST", path, b.data, b.len, auth);
     b.data[b.len - 2] ^= 0x40; /* a float of the last chunk */
     nt_request("POST", path, b.data, b.len, auth, NULL, &r);
     assert_int_equal(r.status, 401);

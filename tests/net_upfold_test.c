@@ -45,7 +45,6 @@ static FILE *server_out;
 #define NCLIENTS 4
 static fedc_key *keys[NCLIENTS], *key_a; /* key_a = keys[0] sends the hostile results */
 static char cfg_path[4096];
-static int port;
 static size_t num_params;
 static char task_id[96];
 static uint32_t task_round;
@@ -58,14 +57,7 @@ static int undone_expected; /* hostile results folded in part, then refused */
  * CRLF). Returns the socket. */
 static int part_open(const char *path, const char *auth, const char *extra)
 {
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    assert_true(fd >= 0);
-    struct sockaddr_in a;
-    memset(&a, 0, sizeof a);
-    a.sin_family = AF_INET;
-    a.sin_port = htons((uint16_t)port);
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    assert_int_equal(connect(fd, (struct sockaddr *)&a, sizeof a), 0);
+    int fd = nt_connect();
     char head[2048];
     int n = snprintf(head, sizeof head,
                      "POST %s HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n"
@@ -165,19 +157,6 @@ static size_t chunk_start(const fedci_buf *b, size_t i)
     return off;
 }
 
-/* A result signed in session mode (body MACed under session_a). */
-static void sign_mac(const char *path, const void *body, size_t len, char out[FEDCI_AUTH_MAX])
-{
-    fedci_auth a;
-    fedci_mac_state ms;
-    fedci_auth_begin(key_a, fedci_now_ms(), &a);
-    fedci_mac_init(&ms, session_a, a.nonce);
-    fedci_mac_update(&ms, body, len);
-    fedci_mac_final(&ms, a.mac);
-    fedci_auth_finish_mac(key_a, "POST", path, &a);
-    fedci_auth_format(&a, out, FEDCI_AUTH_MAX);
-}
-
 /* A plausible update: small values of both signs. */
 static float *update_values(size_t n)
 {
@@ -223,7 +202,6 @@ static int group_setup(void **state)
         "[client]\nretry_initial = 0.05\nretry_max = 0.2\n";
     tu_write_file(cfg_path, ini, strlen(ini));
     if (nt_server_start(fedc_bin, dir, cfg_path, path, &server_pid, &server_out) != 0) return -1;
-    port = nt_server_port(); /* for the raw sockets */
     return 0;
 }
 
@@ -285,7 +263,7 @@ static void test_refused_after_folding(void **state)
 
     /* a body altered after its MAC, in its last chunk: 401 once it has all arrived */
     pack_result(&b, x, num_params);
-    sign_mac(path, b.data, b.len, auth);
+    nt_sign_mac(key_a, session_a, "POST", path, b.data, b.len, auth);
     b.data[b.len - 2] ^= 0x40;
     half = chunk_start(&b, 3 * CHUNK_FLOATS);
     assert_int_equal(post_in_two(path, auth, b.data, b.len, half), 401);

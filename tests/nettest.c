@@ -70,9 +70,17 @@ int nt_server_start(const char *fedc_bin, const char *dir, const char *cfg_path,
     return 0;
 }
 
-int nt_server_port(void)
+int nt_connect(void)
 {
-    return nt_port;
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    assert_true(fd >= 0);
+    struct sockaddr_in a;
+    memset(&a, 0, sizeof a);
+    a.sin_family = AF_INET;
+    a.sin_port = htons((uint16_t)nt_port);
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    assert_int_equal(connect(fd, (struct sockaddr *)&a, sizeof a), 0);
+    return fd;
 }
 
 void nt_server_stop(pid_t *pid, FILE **out)
@@ -138,14 +146,7 @@ pid_t nt_spawn_client(const char *dir, int i, const char *cfg_path)
 void nt_exchange(const void *req, size_t len, nt_resp *r)
 {
     memset(r, 0, sizeof *r);
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    assert_true(fd >= 0);
-    struct sockaddr_in a;
-    memset(&a, 0, sizeof a);
-    a.sin_family = AF_INET;
-    a.sin_port = htons((uint16_t)nt_port);
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    assert_int_equal(connect(fd, (struct sockaddr *)&a, sizeof a), 0);
+    int fd = nt_connect();
     const char *p = req;
     size_t off = 0;
     while (off < len) {
@@ -202,6 +203,20 @@ void nt_sign(const fedc_key *k, const char *method, const char *path, const void
     fedci_body_hash(body ? body : "", body ? len : 0, h);
     fedci_auth a;
     fedci_auth_sign(k, method, path, h, ts_ms ? ts_ms : fedci_now_ms(), &a);
+    fedci_auth_format(&a, out, FEDCI_AUTH_MAX);
+}
+
+void nt_sign_mac(const fedc_key *k, const uint8_t session[FEDCI_SESSION_BYTES],
+                 const char *method, const char *path, const void *body, size_t len,
+                 char out[FEDCI_AUTH_MAX])
+{
+    fedci_auth a;
+    fedci_mac_state ms;
+    fedci_auth_begin(k, fedci_now_ms(), &a);
+    fedci_mac_init(&ms, session, a.nonce);
+    fedci_mac_update(&ms, body ? body : "", body ? len : 0);
+    fedci_mac_final(&ms, a.mac);
+    fedci_auth_finish_mac(k, method, path, &a);
     fedci_auth_format(&a, out, FEDCI_AUTH_MAX);
 }
 

@@ -30,8 +30,8 @@ void nt_resp_free(nt_resp *r);
  * the port it listens on. Returns 0, or -1 (with a message on stderr) if it did not start. */
 int nt_server_start(const char *fedc_bin, const char *dir, const char *cfg_path,
                     const char *allow_path, pid_t *pid, FILE **out);
-/* The port of the server nt_server_start started (for tests that open raw sockets). */
-int nt_server_port(void);
+/* A socket connected to the server nt_server_start started (fails the test if it cannot). */
+int nt_connect(void);
 /* Kills the server (SIGKILL, waited for) and closes its output; *pid and *out are reset. */
 void nt_server_stop(pid_t *pid, FILE **out);
 /* n new client keys, written to dir/k<i>.key, the first `allowed` of them on the allow-list
@@ -51,6 +51,11 @@ void nt_request(const char *method, const char *path, const void *body, size_t l
 /* The Authorization value for (method, path, body) signed by k at ts_ms (0 = now). */
 void nt_sign(const fedc_key *k, const char *method, const char *path, const void *body,
              size_t len, uint64_t ts_ms, char out[FEDCI_AUTH_MAX]);
+/* Session mode (protocol revision 2): the Authorization value for (method, path, body) with
+ * the body MACed under `session` and signed by k. */
+void nt_sign_mac(const fedc_key *k, const uint8_t session[FEDCI_SESSION_BYTES],
+                 const char *method, const char *path, const void *body, size_t len,
+                 char out[FEDCI_AUTH_MAX]);
 /* A request signed by k now (the whole body hashed). */
 void nt_signed_request(const fedc_key *k, const char *method, const char *path, const void *body,
                        size_t len, nt_resp *r);
