@@ -244,19 +244,29 @@ static void run_backward(fedc_nn_workspace *ws, const float *P, int B, const flo
     }
 }
 
-fedc_status fedc_nn_train_batch(fedc_nn_workspace *ws, const float *params, const float *x,
-                                const int32_t *y, int batch, float *loss)
+/* A training pass's forward and loss: checks the batch, leaves d(mean loss)/d(logits) in
+ * ws->dlogits and the summed loss in *sum; a non-finite loss is an error. */
+static fedc_status forward_loss(fedc_nn_workspace *ws, const float *params, const float *x,
+                                const int32_t *y, int batch, double *sum)
 {
-    assert(ws && params && loss);
     FEDC_TRY(check_x(ws, x, batch));
     FEDC_TRY(check_y(ws, y, batch));
     const fedc_model *m = ws->m;
     const float *z = run_forward(ws, params, x, batch, 1);
-    double sum = fedci_loss(m->loss, z, y, batch, m->out_n, 1.0f / (float)batch, ws->dlogits,
-                            NULL, NULL);
-    if (!isfinite(sum))
+    *sum = fedci_loss(m->loss, z, y, batch, m->out_n, 1.0f / (float)batch, ws->dlogits, NULL,
+                      NULL);
+    if (!isfinite(*sum))
         return ws_err(ws, FEDC_ERR_NONFINITE,
-                      "training loss is %g: the model diverged (lower the learning rate?)", sum);
+                      "training loss is %g: the model diverged (lower the learning rate?)", *sum);
+    return FEDC_OK;
+}
+
+fedc_status fedc_nn_train_batch(fedc_nn_workspace *ws, const float *params, const float *x,
+                                const int32_t *y, int batch, float *loss)
+{
+    assert(ws && params && loss);
+    double sum;
+    FEDC_TRY(forward_loss(ws, params, x, y, batch, &sum));
     run_backward(ws, params, batch, ws->dlogits, ws->grad, NULL);
     *loss = (float)(sum / batch);
     return FEDC_OK;
@@ -314,18 +324,11 @@ fedc_status fedc_nn_train_step_sgd(fedc_nn_workspace *ws, float *params, const f
     if (!(step->lr > 0.0f) || !isfinite(step->lr))
         return ws_err(ws, FEDC_ERR_INVALID, "SGD learning rate %g is not a positive number",
                       (double)step->lr);
-    FEDC_TRY(check_x(ws, x, batch));
-    FEDC_TRY(check_y(ws, y, batch));
-    const fedc_model *m = ws->m;
-    const float *z = run_forward(ws, params, x, batch, 1);
-    double sum = fedci_loss(m->loss, z, y, batch, m->out_n, 1.0f / (float)batch, ws->dlogits,
-                            NULL, NULL);
-    if (!isfinite(sum))
-        return ws_err(ws, FEDC_ERR_NONFINITE,
-                      "training loss is %g: the model diverged (lower the learning rate?)", sum);
+    double sum;
+    FEDC_TRY(forward_loss(ws, params, x, y, batch, &sum));
     size_t bad = run_backward_sgd(ws, params, batch, step);
     if (bad) {
-        const fedc_layout *lay = m->layout;
+        const fedc_layout *lay = ws->m->layout;
         size_t t = 0;
         while (t + 1 < lay->count && lay->tensors[t + 1].offset <= bad - 1) t++;
         return ws_err(ws, FEDC_ERR_NONFINITE,

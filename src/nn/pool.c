@@ -37,6 +37,12 @@ static fedc_status pool_setup(fedci_layer *L, const char *where, fedc_err *err)
 #include <immintrin.h>
 #define POOL_AVX512 1
 
+/* The mask of the first n of 16 lanes (none for n <= 0, all for n >= 16). */
+static __mmask16 lanes16(int n)
+{
+    return (__mmask16)(n <= 0 ? 0u : n >= 16 ? 0xFFFFu : (1u << n) - 1u);
+}
+
 /* One output row of the 2x2/2 max pool, 16 outputs at a time: the scalar loop's comparisons
  * (strict >, in the order top-left, top-right, bottom-left, bottom-right; NaN never wins), so
  * the same values and argmaxes. r0: the top input row (W floats, then the bottom one); i0:
@@ -50,9 +56,7 @@ __attribute__((target("avx512f"))) static void maxpool2_row_avx512(const float *
     const __m512i od = _mm512_add_epi32(ev, _mm512_set1_epi32(1));
     for (int ow0 = 0; ow0 < Wo; ow0 += 16) {
         const int n = Wo - ow0 < 16 ? Wo - ow0 : 16;
-        const __mmask16 mo = (__mmask16)(n == 16 ? 0xFFFFu : (1u << n) - 1u);
-        const __mmask16 m0 = (__mmask16)(2 * n >= 16 ? 0xFFFFu : (1u << (2 * n)) - 1u);
-        const __mmask16 m1 = (__mmask16)(2 * n <= 16 ? 0u : (1u << (2 * n - 16)) - 1u);
+        const __mmask16 mo = lanes16(n), m0 = lanes16(2 * n), m1 = lanes16(2 * n - 16);
         const float *p = r0 + 2 * ow0, *q = p + W;
         const __m512 a0 = _mm512_maskz_loadu_ps(m0, p), a1 = _mm512_maskz_loadu_ps(m1, p + 16);
         const __m512 b0 = _mm512_maskz_loadu_ps(m0, q), b1 = _mm512_maskz_loadu_ps(m1, q + 16);
@@ -91,9 +95,7 @@ __attribute__((target("avx512f"))) static void maxpool2_back_row_avx512(const fl
     const __m512 zero = _mm512_setzero_ps();
     for (int ow0 = 0; ow0 < Wo; ow0 += 16) {
         const int n = Wo - ow0 < 16 ? Wo - ow0 : 16;
-        const __mmask16 mo = (__mmask16)(n == 16 ? 0xFFFFu : (1u << n) - 1u);
-        const __mmask16 m0 = (__mmask16)(2 * n >= 16 ? 0xFFFFu : (1u << (2 * n)) - 1u);
-        const __mmask16 m1 = (__mmask16)(2 * n <= 16 ? 0u : (1u << (2 * n - 16)) - 1u);
+        const __mmask16 mo = lanes16(n), m0 = lanes16(2 * n), m1 = lanes16(2 * n - 16);
         const __m512 d = _mm512_add_ps(zero, _mm512_maskz_loadu_ps(mo, dyr + ow0));
         const __m512i rel = _mm512_sub_epi32(
             _mm512_maskz_loadu_epi32(mo, ar + ow0),

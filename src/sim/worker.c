@@ -264,16 +264,9 @@ fedc_status fedci_pool_eval_central(fedci_pool *p, fedc_round_record *rec, int f
         fedc_status sts[FEDC_EVAL_PARTS];
         fedc_err errs[FEDC_EVAL_PARTS];
         for (size_t i = 0; i < FEDC_EVAL_PARTS; i++) ids[i] = FEDC_CLIENT_SERVER;
-        p->job = JOB_EVAL;
-        p->items = ids;
-        p->nitems = FEDC_EVAL_PARTS;
-        p->round = rec->round;
-        p->eval_pos = NULL;
-        p->eval_out = outs;
-        p->eval_status = sts;
         p->eval_errs = errs;
         p->eval_parts = 1;
-        st = run_job(p, err);
+        st = fedci_pool_eval(p, rec->round, ids, FEDC_EVAL_PARTS, NULL, outs, sts, err);
         p->eval_parts = 0;
         p->eval_errs = NULL;
         if (st != FEDC_OK) return st;
